@@ -8,9 +8,16 @@ from converters.state_dict import (
     state_dict_to_variables,
     variables_to_state_dict,
 )
+from converters.torch_pickle import UnsafeFileError, WeightFileError
+from converters.weight_file import SOURCE_FORMATS, WeightFile, read_weight_file
 
 __all__ = [
     "IGNORED",
+    "SOURCE_FORMATS",
+    "UnsafeFileError",
+    "WeightFile",
+    "WeightFileError",
+    "read_weight_file",
     "StateDictError",
     "detect_form",
     "detect_variant",

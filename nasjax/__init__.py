@@ -13,6 +13,7 @@ from flax import nnx
 from configs import VARIANTS, get_config
 from nasjax import fusion
 from nasjax.detector import Detector, check_images, forward
+from nasjax.loading import load
 from nasjax.models import FORMS, YoloNAS, YoloNASOutput
 
 __version__ = "0.1.0"
@@ -70,4 +71,5 @@ __all__ = [
     "forward",
     "from_state_dict",
     "get_config",
+    "load",
 ]

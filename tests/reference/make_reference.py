@@ -234,6 +234,14 @@ def make_variant(variant: str, whole_model_dir: Path | None) -> None:
         whole_model_dir.mkdir(parents=True, exist_ok=True)
         torch.save(training_model, whole_model_dir / f"{variant}_whole_training.pt")
         torch.save(training_model.state_dict(), whole_model_dir / f"{variant}_state_dict_training.pt")
+        if variant == "yolo_nas_s":
+            # What `models.get(..., pretrained_weights="coco")` attaches and the Ultralytics .pt carries:
+            # class names, 636/640/114 processing and NMS defaults (read back by converters.weight_file).
+            from super_gradients.training.processing.processing import default_yolo_nas_coco_processing_params
+
+            with_processing = copy.deepcopy(training_model)
+            with_processing.set_dataset_processing_params(**default_yolo_nas_coco_processing_params())
+            torch.save(with_processing, whole_model_dir / f"{variant}_whole_coco_processing.pt")
         print(f"  saved whole model and state dict to {whole_model_dir}")
 
     for form in sampling.FUSED_FROM_TRAINING:
