@@ -101,6 +101,13 @@ class Detector:
         out = self.raw(images)
         return out.boxes, out.scores
 
+    def predict(self, source, **options):
+        """Detect objects in images (paths, folders, globs, PIL images, uint8 RGB arrays, or lists of
+        them): a list of `nasjax.results.Results`. Options and defaults: `nasjax.predict.predict`."""
+        from nasjax.predict import predict
+
+        return predict(self, source, **options)
+
     def fuse(self, form: str = "full") -> "Detector":
         """This detector with its QARepVGG blocks fused to `form` ("partial" or "full")."""
         return Detector(fusion.fuse(self.model, form), self.class_names)
