@@ -7,7 +7,37 @@ Runs only in the separate super-gradients environment (see /work/shared/oracle/R
     CRASH_HANDLER=FALSE SUPER_GRADIENTS_LOG_DIR=$(mktemp -d) \
         /work/oracle_venv/bin/python tests/reference/make_predict_reference.py [--assets DIR]
 
-and writes tests/reference/predict_reference.npz (committed; a few hundred KB). Keys:
+and writes tests/reference/predict_weights_overrides.npz and tests/reference/predict_reference.npz
+(both committed; a few hundred KB).
+
+The weights. `deterministic_state_dict` (seed WEIGHT_SEED, training form) has random BatchNorm
+statistics that do not normalise anything: the scores come out nearly constant and do not depend on
+the input (the class logits of any image equal those of a plain grey one to within 1 % of their
+spread), so float32 rounding reorders near-tied candidates and no strict comparison is possible.
+`calibrate` fixes that, LSUV-like, by re-estimating every BatchNorm's running statistics from one
+train-mode forward pass (momentum None: a plain average) over CALIBRATION_IMAGES (generated, none of
+them a predict case), with targets:
+
+* every BatchNorm normalises its input to mean BN_MEAN and standard deviation 1. Not mean 0: a random
+  ReLU network whose activations are centred is chaotic — an image unlike the calibration batch
+  (any real photograph) comes out with activations 10-40 times larger at the heads, so no single class
+  bias gives a sane number of candidates for every image. With most ReLUs in their linear range the
+  class logits of generated and real images have the same spread within ~10 %, and they depend on
+  the input (they differ from those of a plain grey image by 94-99 % of their spread);
+* the last BatchNorm of each head's class and box branches: mean 0, standard deviation CLS_BN_STD
+  and REG_BN_STD, so that class logits spread over a few units (no saturated sigmoids) and DFL logits
+  over a couple (float32 rounding of the network, ~2e-6 of the logits' scale, then moves boxes by
+  ~2e-3 px; with one-hot-like DFL softmaxes it would be ~5x more);
+* then the class-prediction biases are shifted by one constant so that CANDIDATES_PER_IMAGE
+  (anchor, class) pairs per calibration image score above PREDICT_CONF: the predict cases get a few
+  hundred candidates each, below nms_top_k = 1024 (torch.topk, which is not stable, is not called),
+  with well separated scores.
+
+The overrides file holds exactly the tensors that differ from deterministic_state_dict, keyed by
+state-dict name, float32: every BatchNorm's running_mean / running_var and the three
+cls_pred.bias. The tests rebuild the weights as deterministic_state_dict(...) updated with it.
+
+predict_reference.npz keys:
 
 resize/<h>x<w>_to_<h2>x<w2>: cv2.resize(noise_image(h, w, 0), INTER_LINEAR), or, for large outputs,
     its sha256 as a 0-d string array.
@@ -20,7 +50,7 @@ image/<name>/...: one predict() case (generated images always; real ones from --
     input_sha256 — its pre-processed (3, 640, 640) float32 network input; scale, pad (top, left,
     bottom, right), resized_shape;
     predict_{boxes, scores, classes} — `model.predict(source, conf=PREDICT_CONF, iou=PREDICT_IOU)`
-    with the deterministic weights (seed WEIGHT_SEED, training form; predict() fuses a copy);
+    with the calibrated weights (training form; predict() fuses a copy);
     nms — the callback rows in network-input pixels, before super-gradients maps them back
     (checked here to map to predict_* exactly);
     nms_stable — the same callback with its two unstable torch calls made stable (`torch.topk` →
@@ -29,8 +59,8 @@ image/<name>/...: one predict() case (generated images always; real ones from --
     unfused_predict_{boxes, scores, classes} — predict(..., fuse_model=False): how much
     super-gradients' own result moves with float32 rounding (partial fusion changes scores by ~2e-7);
     top_index, top_score, top_anchor, top_anchor_boxes — the raw (fused-model) outputs needed to
-    redo the NMS: the highest-scoring (anchor * 80 + class) pairs, every pair tied with the 1024th
-    included, and the boxes of their anchors; num_anchors.
+    redo the NMS: the highest-scoring (anchor * 80 + class) pairs (every pair above PREDICT_CONF and
+    EXTRA_PAIRS more), and the boxes of their anchors; num_anchors.
 """
 from __future__ import annotations
 
@@ -45,8 +75,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 OUTPUT = HERE / "predict_reference.npz"
-# How many top (anchor, class) pairs of the raw outputs are stored (must cover nms_top_k = 1024 and ties).
-STORED_PAIRS = 1280
+# How many (anchor, class) pairs below PREDICT_CONF are stored after all those above it.
+EXTRA_PAIRS = 32
+# Calibration targets (see the module docstring).
+BN_MEAN = 1.0
+CLS_BN_STD = 0.5
+REG_BN_STD = 0.25
+CANDIDATES_PER_IMAGE = 200
+NMS_TOP_K = 1024
 
 
 def _load_by_path(name: str, path: Path):
@@ -58,6 +94,7 @@ def _load_by_path(name: str, path: Path):
 
 
 cases = _load_by_path("_nasjax_predict_cases", HERE / "predict_cases.py")
+OVERRIDES = HERE / cases.WEIGHT_OVERRIDES
 dw = _load_by_path("_nasjax_deterministic_weights", REPO / "nasjax" / "deterministic_weights.py")
 
 import tv_cpu_shim  # noqa: E402,F401  (must come before torchvision / super_gradients)
@@ -151,13 +188,92 @@ def stable_callback(boxes: torch.Tensor, scores: torch.Tensor, conf: float, iou:
     return torch.cat([boxes[keep], scores[keep, None], labels[keep, None].float()], 1).numpy()
 
 
-def build_model() -> torch.nn.Module:
+def build_model(overrides: dict[str, np.ndarray] | None = None) -> torch.nn.Module:
+    """Training-form model with deterministic_state_dict(WEIGHT_SEED) updated with `overrides`."""
     model = models.get(cases.VARIANT, num_classes=80).eval()
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     arrays = dw.deterministic_state_dict(shapes, seed=cases.WEIGHT_SEED)
+    assert not set(overrides or {}) - set(arrays), "override of a tensor the model does not have"
+    arrays.update(overrides or {})
     model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}, strict=True)
     model.set_dataset_processing_params(**default_yolo_nas_coco_processing_params())
     return model.eval()
+
+
+def preprocess(image: np.ndarray) -> np.ndarray:
+    processor = default_yolo_nas_coco_processing_params()["image_processor"]
+    return processor.preprocess_image(image.copy())[0]
+
+
+def calibration_batch() -> torch.Tensor:
+    return torch.from_numpy(np.stack([preprocess(cases.pattern_image(*hws)) for hws in cases.CALIBRATION_IMAGES]))
+
+
+def bn_targets(model: torch.nn.Module):
+    """(name, BatchNorm2d, (target mean, target std)) of every BatchNorm, in forward order."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            if ".cls_convs." in name:
+                yield name, module, (0.0, CLS_BN_STD)
+            elif ".reg_convs." in name:
+                yield name, module, (0.0, REG_BN_STD)
+            else:
+                yield name, module, (BN_MEAN, 1.0)
+
+
+def class_logits(model: torch.nn.Module, batch: torch.Tensor) -> np.ndarray:
+    """The class logits (cls_pred outputs, before the sigmoid) of every head: (B, 80, anchors)."""
+    outputs = []
+    hooks = [m.register_forward_hook(lambda _m, _in, out: outputs.append(out))
+             for name, m in model.named_modules() if name.endswith("cls_pred")]
+    with torch.no_grad():
+        model(batch)
+    for hook in hooks:
+        hook.remove()
+    return torch.cat([o.flatten(2) for o in outputs], 2).numpy()
+
+
+def calibrate(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """Calibrate `model` in place (see the module docstring); returns the tensors it changed."""
+    batch = calibration_batch()
+    targets = list(bn_targets(model))
+    with torch.no_grad():
+        affine = [(m.weight.clone(), m.bias.clone()) for _, m, _ in targets]
+        for _, m, (mean, std) in targets:
+            m.momentum = None  # cumulative average: after one batch, the batch statistics
+            m.reset_running_stats()
+            # Train mode outputs weight * (std * z + mean) + bias, z the batch-normalised input, so every
+            # later layer is calibrated on what it will see in eval mode.
+            m.bias.add_(mean * m.weight)
+            m.weight.mul_(std)
+        model.train()
+        model(batch)
+        model.eval()
+        for (_, m, (mean, std)), (weight, bias) in zip(targets, affine):
+            m.weight.copy_(weight)
+            m.bias.copy_(bias)
+            # Fold the targets into the statistics: (x - mean') / sqrt(var' + eps) = std * z + mean.
+            sigma = torch.sqrt(m.running_var + m.eps)
+            m.running_mean.sub_(mean * sigma / std)
+            m.running_var.copy_(sigma.square() / std ** 2 - m.eps)
+        # One shift for every class bias: CANDIDATES_PER_IMAGE pairs above PREDICT_CONF per image (on
+        # average over the calibration batch).
+        logits = np.sort(class_logits(model, batch).ravel())[::-1]
+        n = CANDIDATES_PER_IMAGE * len(batch)
+        threshold = np.log(cases.PREDICT_CONF / (1 - cases.PREDICT_CONF))
+        shift = np.float32(threshold - (float(logits[n - 1]) + float(logits[n])) / 2)
+        cls_biases = {}
+        for name, m in model.named_modules():
+            if name.endswith("cls_pred"):
+                cls_biases[f"{name}.bias"] = m.bias.detach().numpy() + shift
+                m.bias.copy_(torch.from_numpy(cls_biases[f"{name}.bias"]))
+    print(f"  calibrated {len(targets)} BatchNorms on {len(batch)} images; class bias shifted by {shift:+.4f}")
+    overrides = {}
+    for name, m, _ in targets:
+        overrides[f"{name}.running_mean"] = m.running_mean.numpy().astype(np.float32)
+        overrides[f"{name}.running_var"] = m.running_var.numpy().astype(np.float32)
+    overrides.update(cls_biases)
+    return overrides
 
 
 def predict_reference(model, fused, name: str, source, out: dict) -> None:
@@ -186,8 +302,10 @@ def predict_reference(model, fused, name: str, source, out: dict) -> None:
 
     boxes, scores = (t[0].numpy() for t in raw[0])
     flat = scores.ravel()
-    order = np.argsort(-flat, kind="stable")[:STORED_PAIRS]
-    assert flat[order[-1]] < flat[order[1023]], "raise STORED_PAIRS: ties with the 1024th pair are cut"
+    candidates = int((flat > np.float32(cases.PREDICT_CONF)).sum())
+    # Below nms_top_k, the callback does not call torch.topk (unstable among ties).
+    assert candidates <= NMS_TOP_K, f"{name}: {candidates} candidates; recalibrate with fewer"
+    order = np.argsort(-flat, kind="stable")[:candidates + EXTRA_PAIRS]
     anchors = np.unique(order // scores.shape[1])
     p = f"image/{name}/"
     out.update({
@@ -212,9 +330,16 @@ def predict_reference(model, fused, name: str, source, out: dict) -> None:
         p + "num_anchors": np.int64(boxes.shape[0]),
     })
     same = len(nms) == len(nms_stable) and np.array_equal(nms, nms_stable)
-    print(f"  {name}: {image.shape[1]}x{image.shape[0]} → {len(result.confidence)} detections "
-          f"({'same as' if same else 'differ from'} the stable-tie variant), "
-          f"top score {flat[order[0]]:.6f}, 1024th {flat[order[1023]]:.6f}")
+    survivors = stable_callback(raw[0][0][0], raw[0][1][0], cases.PREDICT_CONF, cases.PREDICT_IOU, max_det=NMS_TOP_K)
+    cut = (f"max_det cuts {len(survivors)} survivors with a score gap of {survivors[299, 4] - survivors[300, 4]:.2e}"
+           if len(survivors) > 300 else f"{len(survivors)} survive NMS")
+    top = flat[order[:candidates]]
+    gaps = -np.diff(top)
+    kept = np.sort(result.confidence)[::-1]
+    print(f"  {name}: {image.shape[1]}x{image.shape[0]} → {candidates} candidates (scores {top[0]:.4f}..{top[-1]:.4f}, "
+          f"{int((gaps == 0).sum())} exact ties, smallest gap {gaps.min():.2e}), {len(result.confidence)} detections "
+          f"({cut}; smallest relative gap {(-np.diff(kept) / kept[1:]).min():.2e}; "
+          f"{'same as' if same else 'differ from'} the stable-tie variant)")
 
 
 def main() -> None:
@@ -226,7 +351,10 @@ def main() -> None:
     resize_references(out)
     callback_references(out)
 
-    model = build_model()
+    overrides = calibrate(build_model())
+    np.savez_compressed(OVERRIDES, **overrides)
+    print(f"wrote {OVERRIDES} ({len(overrides)} tensors, {OVERRIDES.stat().st_size / 1024:.0f} KiB)")
+    model = build_model(overrides)  # what the tests rebuild: the deterministic weights plus the file
     fused = copy.deepcopy(model)
     fused.prep_model_for_conversion(input_size=(640, 640))  # what predict() does to its copy
     for name, height, width, seed in cases.GENERATED_IMAGES:

@@ -12,11 +12,19 @@ import numpy as np
 
 WEIGHT_SEED = 0
 VARIANT = "yolo_nas_s"
+# The predict parity weights: deterministic_state_dict(training-form keys, WEIGHT_SEED) updated with
+# these tensors (calibrated BatchNorm statistics and class-prediction biases; see
+# make_predict_reference.py).
+WEIGHT_OVERRIDES = "predict_weights_overrides.npz"
 
 # super-gradients predict() parameters of the reference run; nms_top_k / max_predictions / labels are
 # its defaults (YOLO_NAS_SPEC.md 6.1).
 PREDICT_CONF = 0.01
 PREDICT_IOU = 0.7
+
+# (height, width, pattern seed) of the images whose activations calibrate the BatchNorm statistics of
+# the predict reference weights (make_predict_reference.py); none of them is a predict case.
+CALIBRATION_IMAGES = [(480, 640, 11), (640, 480, 12), (400, 600, 13), (600, 600, 14)]
 
 # (name, height, width, pattern seed) of the generated (non-square) predict cases.
 GENERATED_IMAGES = [("generated_480x640", 480, 640, 1), ("generated_300x200", 300, 200, 2)]
