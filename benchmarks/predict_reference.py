@@ -15,7 +15,6 @@ files in and prediction objects out (super-gradients decodes every image before 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -28,18 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 WEIGHT_SEED = 0
 
 
-def _load_by_path(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-# Pure numpy; loaded by path because `import nasjax` would need jax, absent from this environment.
-dw = _load_by_path("_nasjax_deterministic_weights", REPO / "nasjax" / "deterministic_weights.py")
-
-import tv_cpu_shim  # noqa: E402,F401  (must come before torchvision / super_gradients)
+sys.path.insert(0, str(REPO / "tests" / "reference"))
+# Pure-numpy helpers shared with the tests, and tv_cpu_shim (before torchvision / super_gradients).
+from oracle_env import deterministic_weights as dw  # noqa: E402
 import torch  # noqa: E402
 from super_gradients.training import models  # noqa: E402
 from super_gradients.training.processing.processing import default_yolo_nas_coco_processing_params  # noqa: E402

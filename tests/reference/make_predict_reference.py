@@ -66,8 +66,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,19 +83,10 @@ CANDIDATES_PER_IMAGE = 200
 NMS_TOP_K = 1024
 
 
-def _load_by_path(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+# Pure-numpy helpers shared with the tests, and tv_cpu_shim (before torchvision / super_gradients).
+from oracle_env import deterministic_weights as dw, predict_cases as cases  # noqa: E402
 
-
-cases = _load_by_path("_nasjax_predict_cases", HERE / "predict_cases.py")
 OVERRIDES = HERE / cases.WEIGHT_OVERRIDES
-dw = _load_by_path("_nasjax_deterministic_weights", REPO / "nasjax" / "deterministic_weights.py")
-
-import tv_cpu_shim  # noqa: E402,F401  (must come before torchvision / super_gradients)
 import cv2  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402

@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
-import sys
 import warnings
 from pathlib import Path
 
@@ -52,19 +50,8 @@ SHARED_LISTINGS = Path("/work/shared/reference/state_dicts")
 LISTING_SUFFIX = {"training": "training", "partial": "partially_fused", "full": "fully_fused"}
 
 
-def _load_by_path(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-# Pure-numpy helpers, loaded by path: `import nasjax` would need jax, which this environment lacks.
-sampling = _load_by_path("_nasjax_ref_sampling", HERE / "sampling.py")
-dw = _load_by_path("_nasjax_deterministic_weights", REPO / "nasjax" / "deterministic_weights.py")
-
-import tv_cpu_shim  # noqa: E402,F401  (must come before torchvision / super_gradients)
+# Pure-numpy helpers shared with the tests, and tv_cpu_shim (before torchvision / super_gradients).
+from oracle_env import deterministic_weights as dw, sampling  # noqa: E402
 import torch  # noqa: E402
 from super_gradients.modules.qarepvgg_block import QARepVGGBlock  # noqa: E402
 from super_gradients.training import models  # noqa: E402
