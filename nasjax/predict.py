@@ -22,6 +22,7 @@ import glob
 import json
 import os
 import sys
+import time
 import warnings
 import weakref
 from pathlib import Path
@@ -170,6 +171,7 @@ class Prepared(NamedTuple):
     image: np.ndarray  # original (H, W, 3) uint8 RGB
     network_input: np.ndarray  # (S, S, 3) uint8
     transform: preprocessing.Transform
+    seconds: float = 0.0  # time spent reading and pre-processing this image
 
 
 def class_names_of(detector: Detector) -> dict[int, str]:
@@ -200,6 +202,8 @@ def predict(
     dtype=None,
     exif_transpose: bool = False,
     workers: int | None = None,
+    resize_rounding: str = "round",
+    timings: dict | None = None,
 ) -> list[Results] | Iterator[Results]:
     """Detect objects in every image of `source`; a list of `Results` (a generator with stream=True).
 
@@ -217,28 +221,40 @@ def predict(
     dtype: compute dtype of the network, e.g. jnp.bfloat16 (default: the variables' float32).
     exif_transpose: apply EXIF orientation (super-gradients does not).
     workers: threads reading and pre-processing images (default min(8, CPU count)).
+    resize_rounding: "round" (default) or "trunc", the int() resized size of super-gradients'
+        validation pipeline (nasjax.preprocessing.make_transform).
+    timings: a dict that receives running totals, in seconds, of "preprocess" (reading and
+        pre-processing, summed over images), "inference" (device call: forward and NMS, and the
+        transfer back) and "postprocess" (mapping boxes back, making Results), and "images" (count).
     """
     if not 0 <= iou <= 1:
         raise ValueError(f"iou must be in [0, 1], got {iou}")
     for name, value in (("max_det", max_det), ("nms_top_k", nms_top_k), ("batch_size", batch_size)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    preprocessing.make_transform((imgsz, imgsz), preprocess, imgsz)  # validates method and imgsz early
+    preprocessing.make_transform((imgsz, imgsz), preprocess, imgsz, rounding=resize_rounding)  # validates early
+    if timings is not None:
+        for key in ("preprocess", "inference", "postprocess"):
+            timings.setdefault(key, 0.0)
+        timings.setdefault("images", 0)
     items = list_sources(source)
     generator = _run(detector, items, conf=conf, iou=iou, max_det=int(max_det), top_k=int(nms_top_k),
                      batch_size=int(batch_size), multi_label=multi_label, agnostic=agnostic, preprocess=preprocess,
                      imgsz=imgsz, skip_errors=skip_errors, progress=progress, dtype=dtype,
-                     exif_transpose=exif_transpose, workers=workers)
+                     exif_transpose=exif_transpose, workers=workers, rounding=resize_rounding, timings=timings)
     return generator if stream else list(generator)
 
 
 def _run(detector, items, *, conf, iou, max_det, top_k, batch_size, multi_label, agnostic, preprocess, imgsz,
-         skip_errors, progress, dtype, exif_transpose, workers) -> Iterator[Results]:
+         skip_errors, progress, dtype, exif_transpose, workers, rounding="round",
+         timings=None) -> Iterator[Results]:
+    # An exported model (nasjax.exported: TFLite, SavedModel) runs its own backend through detect_batch.
+    exported = hasattr(detector, "detect_batch")
     mesh = data_mesh()
-    devices = mesh.devices.size
-    batch_size = -(-batch_size // devices) * devices
+    devices = 1 if exported else mesh.devices.size
+    batch_size = (getattr(detector, "batch", None) or batch_size) if exported else -(-batch_size // devices) * devices
     compute_dtype = jnp.dtype(dtype or jnp.float32)
-    variables = placed_variables(detector, mesh, compute_dtype)
+    variables = None if exported else placed_variables(detector, mesh, compute_dtype)
     batch_sharding = NamedSharding(mesh, PartitionSpec("data"))
     names = class_names_of(detector)
     conf32 = np.float32(conf)
@@ -248,10 +264,11 @@ def _run(detector, items, *, conf, iou, max_det, top_k, batch_size, multi_label,
     pad_value, resize_margin = config.pad_value, config.input_size - config.resize_longest_side
 
     def prepare(item: Item) -> Prepared:
+        start = time.perf_counter()
         image = preprocessing.load_image(item.source, exif_transpose)
         network_input, transform = preprocessing.preprocess(image, preprocess, imgsz, pad_value,
-                                                            resize_margin=resize_margin)
-        return Prepared(item, image, network_input, transform)
+                                                            resize_margin=resize_margin, rounding=rounding)
+        return Prepared(item, image, network_input, transform, time.perf_counter() - start)
 
     def collect(futures) -> list[Prepared]:
         prepared = []
@@ -282,15 +299,28 @@ def _run(detector, items, *, conf, iou, max_det, top_k, batch_size, multi_label,
                 batch = np.zeros((batch_size, imgsz, imgsz, 3), np.uint8)
                 for i, p in enumerate(prepared):
                     batch[i] = p.network_input
-                detections = jit_detect(detector.graphdef, variables, jax.device_put(batch, batch_sharding),
-                                        conf32, iou32, top_k=top_k, max_det=max_det, multi_label=multi_label,
-                                        agnostic=agnostic, compute_dtype=compute_dtype)
+                start = time.perf_counter()
+                if exported:  # only the real images: the runner pads to its own batch
+                    detections = detector.detect_batch(batch[:len(prepared)], conf=conf, iou=iou, top_k=top_k,
+                                                       max_det=max_det, multi_label=multi_label, agnostic=agnostic)
+                else:
+                    detections = jit_detect(detector.graphdef, variables, jax.device_put(batch, batch_sharding),
+                                            conf32, iou32, top_k=top_k, max_det=max_det, multi_label=multi_label,
+                                            agnostic=agnostic, compute_dtype=compute_dtype)
                 detections = jax.device_get(detections)
+                if timings is not None:
+                    timings["inference"] += time.perf_counter() - start
+                    timings["preprocess"] += sum(p.seconds for p in prepared)
+                    timings["images"] += len(prepared)
                 for i, p in enumerate(prepared):
+                    start = time.perf_counter()
                     n = int(detections.count[i])
                     boxes = Boxes(p.transform.boxes_to_original(detections.boxes[i, :n]), detections.scores[i, :n],
                                   detections.classes[i, :n], p.image.shape[:2])
-                    yield Results(p.image, boxes, names, p.item.path)
+                    result = Results(p.image, boxes, names, p.item.path)
+                    if timings is not None:
+                        timings["postprocess"] += time.perf_counter() - start
+                    yield result
             if bar is not None:
                 bar.update(len(chunks[k]))
     if bar is not None:

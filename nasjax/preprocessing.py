@@ -193,22 +193,39 @@ class Transform:
         return np.clip(out, 0, np.array([w0, h0, w0, h0], dtype=np.float32))
 
 
-def centre_pad_transform(orig_shape: tuple[int, int], input_size: int = 640, resize_longest_side: int = 636) -> Transform:
-    """super-gradients' DetectionLongestMaxSizeRescale + DetectionCenterPadding."""
+RESIZE_ROUNDINGS = ("round", "trunc")
+
+
+def _scaled(size: int, scale: float, rounding: str) -> int:
+    """round(size * scale) (super-gradients' predict, Ultralytics) or int(size * scale), the truncation
+    of super-gradients' COCO validation pipeline (YOLO_NAS_SPEC.md 6.2)."""
+    if rounding == "round":
+        return int(round(size * scale))
+    if rounding == "trunc":
+        return int(size * scale)
+    raise ValueError(f"unknown resize rounding {rounding!r}; expected one of {', '.join(RESIZE_ROUNDINGS)}")
+
+
+def centre_pad_transform(orig_shape: tuple[int, int], input_size: int = 640, resize_longest_side: int = 636,
+                         rounding: str = "round") -> Transform:
+    """super-gradients' DetectionLongestMaxSizeRescale + DetectionCenterPadding. rounding="trunc" gives
+    the int() new size of its validation pipeline: 480x640 -> 477x636 either way, but 500x640 -> 497x636
+    with "round" and 496x636 with "trunc"."""
     h, w = orig_shape
     scale = min(resize_longest_side / h, resize_longest_side / w)
-    new_h, new_w = (round(h * scale), round(w * scale)) if scale != 1.0 else (h, w)
+    new_h, new_w = (_scaled(h, scale, rounding), _scaled(w, scale, rounding)) if scale != 1.0 else (h, w)
     pad_h, pad_w = input_size - new_h, input_size - new_w
     top, left = pad_h // 2, pad_w // 2
     return Transform("centre_pad", (h, w), (new_h, new_w), (input_size, input_size),
                      (top, left, pad_h - top, pad_w - left), scale)
 
 
-def letterbox_transform(orig_shape: tuple[int, int], imgsz: int = 640, auto: bool = False, stride: int = STRIDE) -> Transform:
+def letterbox_transform(orig_shape: tuple[int, int], imgsz: int = 640, auto: bool = False, stride: int = STRIDE,
+                        rounding: str = "round") -> Transform:
     """Ultralytics' LetterBox(new_shape=(imgsz, imgsz), auto, scaleup=True, center=True)."""
     h, w = orig_shape
     r = min(imgsz / h, imgsz / w)
-    new_h, new_w = int(round(h * r)), int(round(w * r))
+    new_h, new_w = _scaled(h, r, rounding), _scaled(w, r, rounding)
     dh, dw = imgsz - new_h, imgsz - new_w
     if auto:
         dh, dw = dh % stride, dw % stride
@@ -220,15 +237,18 @@ def letterbox_transform(orig_shape: tuple[int, int], imgsz: int = 640, auto: boo
 
 
 def make_transform(orig_shape: tuple[int, int], method: str = "centre_pad", imgsz: int = 640, *,
-                   resize_margin: int = 4, auto: bool = False) -> Transform:
+                   resize_margin: int = 4, auto: bool = False, rounding: str = "round") -> Transform:
     """The transform of `method` for a network input of `imgsz` (a multiple of 32). centre_pad resizes
-    the longest side to imgsz - resize_margin (636 for 640, as super-gradients)."""
+    the longest side to imgsz - resize_margin (636 for 640, as super-gradients). rounding: how the
+    resized size is made an integer, "round" (default) or "trunc" (super-gradients' validation)."""
     if imgsz <= 0 or imgsz % STRIDE:
         raise ValueError(f"imgsz must be a positive multiple of {STRIDE}, got {imgsz}")
+    if rounding not in RESIZE_ROUNDINGS:
+        raise ValueError(f"unknown resize rounding {rounding!r}; expected one of {', '.join(RESIZE_ROUNDINGS)}")
     if method == "centre_pad":
-        return centre_pad_transform(orig_shape, imgsz, imgsz - resize_margin)
+        return centre_pad_transform(orig_shape, imgsz, imgsz - resize_margin, rounding)
     if method == "letterbox":
-        return letterbox_transform(orig_shape, imgsz, auto=auto)
+        return letterbox_transform(orig_shape, imgsz, auto=auto, rounding=rounding)
     raise ValueError(f"unknown preprocess method {method!r}; expected one of {', '.join(PREPROCESS_METHODS)}")
 
 
