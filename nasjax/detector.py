@@ -108,6 +108,27 @@ class Detector:
 
         return predict(self, source, **options)
 
+    def val(self, data, **options):
+        """Validate on a dataset: COCO mAP (pycocotools) and Ultralytics-style P / R, as a metrics dict
+        (map50_95, map50, precision, recall, per_class, speed, ...); prints Ultralytics' table.
+
+        data: an Ultralytics data YAML, a shipped name ("coco8", "coco128", "coco"), a dataset folder, a
+        COCO JSON annotation file (images=its image folder), or "tfds:coco/2017". Options and defaults:
+        `nasjax.validate.validate` (conf 0.001, iou 0.7, max_det 300, imgsz 640, batch_size 8,
+        reference_mode=False, verbose=False, save_json=None, save_predictions=None, ...)."""
+        from nasjax.validate import validate
+
+        return validate(self, data, **options)
+
+    def export(self, format: str = "tflite", output=None, **options):
+        """Export to a TFLite file ("tflite": float32, half=True float16, int8=True with data=... calibration
+        images) or a TensorFlow SavedModel ("saved_model", symbolic batch); returns the path written.
+        Options and defaults: `nasjax.export.export` (imgsz 640, batch, nms, int8_tail, ...). Run the
+        result with `nasjax.load(path)`, which gives the same interface as this detector."""
+        from nasjax.export import export
+
+        return export(self, format, output, **options)
+
     def fuse(self, form: str = "full") -> "Detector":
         """This detector with its QARepVGG blocks fused to `form` ("partial" or "full")."""
         return Detector(fusion.fuse(self.model, form), self.class_names)

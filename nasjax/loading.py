@@ -29,7 +29,9 @@ def load(name_or_path: str | os.PathLike, pretrained: bool = True, fuse: bool = 
 
     name_or_path: a registered weight name (`yolo_nas_s`, `yolo_nas_m.coco_ultralytics`, ... see
         `weights.list_weights()`), a weight file (`.pt`, `.pth`, `.safetensors`, a saved state dict), or a
-        directory written by `python -m converters` / `nasjax.checkpoint.save_detector`. A string that
+        directory written by `python -m converters` / `nasjax.checkpoint.save_detector`, or a model written
+        by `python -m nasjax.export` (a .tflite file or a SavedModel directory: a runner with the same
+        interface, nasjax/exported.py; fuse does not apply). A string that
         is a registered name is taken as the name even if a file of that name exists (write `./name`).
     pretrained: False gives the architecture of a registered name with deterministic random weights
         (`nasjax.build`), without touching the network or the cache.
@@ -53,6 +55,10 @@ def load(name_or_path: str | os.PathLike, pretrained: bool = True, fuse: bool = 
         raise ValueError(
             "pretrained=False builds random weights for a registered name; a path always loads its weights"
         )
+    if path.suffix.lower() == ".tflite" or (path / "saved_model.pb").is_file():
+        from nasjax.exported import load_exported  # exported models: a runner with the Detector interface
+
+        return load_exported(path)
     if path.is_dir():
         detector = checkpoint.load_detector(path)
         return detector.fuse("full") if fuse and detector.form != "full" else detector
