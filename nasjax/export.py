@@ -3,7 +3,7 @@
     python -m nasjax.export --model yolo_nas_s --format tflite --int8 --data coco128/images --output s_int8.tflite
     nasjax.export.export(detector, format="saved_model", output="yolo_nas_s_saved_model")
 
-The route (../shared/reference/EXPORT_NOTES.md): `jax2tf.convert` (native serialization: one
+The route measured to work with jax 0.10.0 and TF 2.21 (the project's EXPORT_NOTES): `jax2tf.convert` (native serialization: one
 `XlaCallModule` op holding StableHLO) of the pure function (variables, images) → outputs; the variables
 become `tf.Variable`s on a `tf.Module`; a `tf.function` with a fixed input signature is saved as the
 `serving_default` signature; TFLite files are converted from such a SavedModel with `TFLiteConverter`.
