@@ -134,8 +134,12 @@ def detect_variant(shapes: Mapping[str, tuple[int, ...]], form: str | None = Non
     """The variant whose full key/shape set equals the state dict's; errors name what differs."""
     form = form or detect_form(shapes)
     num_classes = detect_num_classes(shapes)
+    # Building a variant's full key list costs an abstract model (seconds for L); try first the variant
+    # whose first CSP width matches, so a well-formed file builds one list instead of all three.
+    hint = shapes.get("backbone.stage1.blocks.conv1.conv.weight", (None,))[0]
+    candidates = sorted(VARIANTS, key=lambda v: get_config(v).stages[0].hidden_channels != hint)
     report = {}
-    for variant in VARIANTS:
+    for variant in candidates:
         problems = _mismatches(reference_key_shapes(variant, form, num_classes), shapes)
         if not problems:
             return variant

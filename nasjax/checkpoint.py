@@ -13,8 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,7 +23,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from configs import VARIANTS, get_config
-from nasjax import models
+from nasjax import atomic_files, models
 from nasjax.detector import Detector
 
 METADATA_FILE = "nasjax.json"
@@ -71,22 +69,10 @@ def save_detector(
         "form": detector.form,
         **extra,
     }
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
+    with atomic_files.replace_directory(directory) as staging:
         with ocp.StandardCheckpointer() as checkpointer:  # leaving it waits for the asynchronous write
             checkpointer.save(staging / VARIABLES_DIR, nnx.to_pure_dict(detector.variables))
         (staging / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        if directory.exists():  # overwrite: move the old one aside first, so the swap is two renames
-            old = staging.with_name(staging.name + ".old")
-            os.rename(directory, old)
-            os.rename(staging, directory)
-            shutil.rmtree(old)
-        else:
-            os.rename(staging, directory)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return directory
 
 

@@ -44,11 +44,9 @@ quantization and NMS settings; TFLite files carry the same JSON as a `nasjax` me
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -59,6 +57,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from nasjax import preprocessing
+from nasjax.atomic_files import replace_directory, write_atomic
 
 FORMATS = ("saved_model", "tflite")
 INT8_TAILS = ("host", "graph")
@@ -471,17 +470,6 @@ def build_metadata(detector, options: ExportOptions, outputs: dict[str, list], n
     }
 
 
-@contextlib.contextmanager
-def _staging_dir(target: Path):
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield staging
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-
-
 def _check_output(output: Path, options: ExportOptions) -> None:
     if options.format == "tflite":
         if output.suffix.lower() != ".tflite":
@@ -564,21 +552,13 @@ def _export(detector, options: ExportOptions, output: Path, verbose: bool = Fals
                        num_detections=[b])
 
     if options.format == "saved_model":
-        with _staging_dir(output) as staging:
+        with replace_directory(output) as staging:
             _save_model_graph(detector, options, staging)
             info = build_metadata(detector, options, outputs, None)
             (staging / SAVED_MODEL_METADATA_FILE).write_text(json.dumps(info, indent=1) + "\n")
-            if output.exists():
-                old = staging.with_name(staging.name + ".old")
-                os.rename(output, old)
-                os.rename(staging, output)
-                shutil.rmtree(old)
-            else:
-                os.rename(staging, output)
         _log(verbose, f"wrote {output} in {time.perf_counter() - start:.1f} s")
         return output
 
-    from nasjax.results import write_atomic
 
     with tempfile.TemporaryDirectory(prefix="nasjax-export-") as tmp:
         _save_model_graph(detector, options, Path(tmp))

@@ -37,7 +37,8 @@ from PIL import Image
 
 from nasjax import nms, preprocessing
 from nasjax.detector import Detector, forward
-from nasjax.results import Boxes, Results, write_atomic
+from nasjax.atomic_files import write_atomic
+from nasjax.results import Boxes, Results
 
 _GLOB_CHARS = set("*?[")
 

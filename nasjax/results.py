@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from nasjax.atomic_files import write_atomic
 
 # Ultralytics' default palette (ultralytics.utils.plotting.Colors), one colour per class index mod 20.
 PALETTE = (
@@ -26,23 +27,6 @@ PALETTE = (
 def class_colour(index: int) -> tuple[int, int, int]:
     h = PALETTE[int(index) % len(PALETTE)]
     return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
-
-
-def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`: readers never
-    see a half-written file, and a failure leaves any previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}"
-    # Created here with mode 0o666 so that the umask applies (tempfile.mkstemp would make it 0o600).
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _plural(name: str, n: int) -> str:

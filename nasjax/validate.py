@@ -65,7 +65,7 @@ from nasjax.datasets import (
     load_dataset,
 )
 from nasjax.preprocessing import ImageLoadError
-from nasjax.results import write_atomic
+from nasjax.atomic_files import write_atomic
 
 DEFAULT_SETTINGS = {
     "conf": 0.001, "iou": 0.7, "max_det": 300, "nms_top_k": 1000, "multi_label": True, "agnostic": False,

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nasjax.results import Boxes, Results, write_atomic
+from nasjax.atomic_files import write_atomic
+from nasjax.results import Boxes, Results
 
 NAMES = {0: "person", 5: "bus", 7: "glass"}
 
