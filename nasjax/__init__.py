@@ -49,15 +49,18 @@ def build(
     num_classes: int = 80,
     seed: int = 0,
     class_names: Sequence[str] | None = None,
+    init: str = "test",
 ) -> Detector:
     """A `Detector` with deterministic random weights: the training-form tensors that
-    `nasjax.deterministic_weights` makes for `seed` (randomised BatchNorm statistics included), fused to
-    `form`. The same seed gives the same weights on every machine."""
+    `nasjax.deterministic_weights` makes for `seed`, fused to `form`. The same seed gives the same
+    weights on every machine. init "test" (default) randomises BatchNorm statistics and every other
+    parameter (what the parity tests use); "scratch" is PyTorch's default initialisation with the
+    reference head's class prior (what training from scratch starts from)."""
     from converters.state_dict import reference_key_shapes
     from nasjax.deterministic_weights import deterministic_state_dict
 
     shapes = reference_key_shapes(variant, "training", num_classes)
-    return from_state_dict(deterministic_state_dict(shapes, seed), variant, form=form, class_names=class_names)
+    return from_state_dict(deterministic_state_dict(shapes, seed, init), variant, form=form, class_names=class_names)
 
 
 __all__ = [

@@ -89,7 +89,9 @@ def atss_assign(
 
     in_topk_levels, idx_levels, start = [], [], 0
     for count in num_anchors_list:
-        _, idx = jax.lax.top_k(-distances[..., start : start + count], topk)  # k smallest distances
+        # A level with fewer than topk anchors (inputs under 96 px) takes all of them; the reference's
+        # torch.topk raises there instead.
+        _, idx = jax.lax.top_k(-distances[..., start : start + count], min(topk, count))  # k smallest distances
         in_topk_levels.append(jnp.sum(jax.nn.one_hot(idx, count, dtype=gt_boxes.dtype), axis=-2) * pad)
         idx_levels.append(idx + start)
         start += count

@@ -65,12 +65,55 @@ def deterministic_tensor(name: str, shape: tuple[int, ...], seed: int = 0) -> np
     raise ValueError(f"no deterministic rule for tensor {name!r} of shape {shape}")
 
 
+# super-gradients' YoloNASDFLHead._initialize_biases: class prior 0.01.
+PRIOR_CLS_BIAS = -float(np.log((1 - 0.01) / 0.01))
+
+
+def scratch_tensor(name: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """The tensor under `name` as training from scratch starts it: PyTorch's default initialisation
+    (what super-gradients uses) drawn from the same per-name seeded generator.
+
+    Conv kernels U(±1/sqrt(fan_in)) (kaiming_uniform with a=sqrt(5); fan_in of a ConvTranspose2d
+    kernel is its dim 1 x taps, as PyTorch computes it); BatchNorm identity (gamma 1, beta 0, mean 0,
+    var 1); QARepVGG / bottleneck alphas 1; the class bias at the 0.01 prior like the reference head.
+    One deviation, for simplicity: the few conv biases (QARepVGG 1x1 branches, prediction convs)
+    start at 0 instead of U(±1/sqrt(fan_in)).
+    """
+    shape = tuple(int(s) for s in shape)
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "num_batches_tracked":
+        return np.zeros(shape, np.int64)
+    if leaf in ("running_var", "alpha") or (leaf == "weight" and len(shape) != 4):
+        return np.ones(shape, np.float32)
+    if leaf == "running_mean":
+        return np.zeros(shape, np.float32)
+    if leaf == "weight":
+        fan_in = int(np.prod(shape[1:]))
+        bound = 1.0 / np.sqrt(fan_in)
+        return _rng(seed, name).uniform(-bound, bound, shape).astype(np.float32)
+    if leaf == "bias":
+        value = PRIOR_CLS_BIAS if name.endswith("cls_pred.bias") else 0.0
+        return np.full(shape, value, np.float32)
+    raise ValueError(f"no initialisation rule for tensor {name!r} of shape {shape}")
+
+
+INITS = {"test": deterministic_tensor, "scratch": scratch_tensor}
+
+
 def deterministic_state_dict(
-    key_shapes: Mapping[str, tuple[int, ...]] | Iterable[tuple[str, tuple[int, ...]]], seed: int = 0
+    key_shapes: Mapping[str, tuple[int, ...]] | Iterable[tuple[str, tuple[int, ...]]], seed: int = 0,
+    init: str = "test",
 ) -> dict[str, np.ndarray]:
-    """A full state dict (name -> numpy array) for the given names and shapes."""
+    """A full state dict (name -> numpy array) for the given names and shapes.
+
+    init: "test" (the default: every parameter away from its identity value, for parity tests) or
+    "scratch" (`scratch_tensor`: the initialisation training from scratch starts from).
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+    make = INITS[init]
     items = key_shapes.items() if isinstance(key_shapes, Mapping) else key_shapes
-    return {name: deterministic_tensor(name, shape, seed) for name, shape in items}
+    return {name: make(name, shape, seed) for name, shape in items}
 
 
 def seeded_images(seed: int, batch: int, height: int, width: int) -> np.ndarray:
