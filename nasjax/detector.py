@@ -120,6 +120,15 @@ class Detector:
 
         return validate(self, data, **options)
 
+    def train(self, data, **options):
+        """Fine-tune from this detector's weights on `data`; the detector must be in the training form
+        (`nasjax.load(name_or_path, fuse=False)`). Returns what `nasjax.train.train` returns (the run
+        directory, per-epoch history, and `best` / `last` checkpoints for `nasjax.load`). Options and
+        defaults: `nasjax.train.train` (epochs 10, batch 16, imgsz 640, lr 2e-4, project "runs/train", ...)."""
+        from nasjax.train import train
+
+        return train(data, self, **options)
+
     def export(self, format: str = "tflite", output=None, **options):
         """Export to a TFLite file ("tflite": float32, half=True float16, int8=True with data=... calibration
         images) or a TensorFlow SavedModel ("saved_model", symbolic batch); returns the path written.
