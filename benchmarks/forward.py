@@ -19,12 +19,12 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from oracle import DEFAULT_ORACLE, run_reference
+
 HERE = Path(__file__).resolve().parent
-DEFAULT_ORACLE = os.environ.get("NASJAX_ORACLE_PYTHON", "/work/oracle_venv/bin/python")
 
 
 def _worker(variant: str, batches: list[int], size: int, repeats: int) -> dict:
@@ -57,17 +57,9 @@ def _worker(variant: str, batches: list[int], size: int, repeats: int) -> dict:
 
 
 def _run_reference(oracle_python: str, args) -> dict | None:
-    if not Path(oracle_python).exists():
-        print(f"(no reference: {oracle_python} not found; build it with ../shared/oracle/install.sh)")
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "reference.json"
-        env = dict(os.environ, CRASH_HANDLER="FALSE", SUPER_GRADIENTS_LOG_DIR=tmp)
-        cmd = [oracle_python, str(HERE / "forward_reference.py"), "--variants", *args.variants,
+    return run_reference(oracle_python, "forward_reference.py", ["--variants", *args.variants,
                "--batches", *map(str, args.batches), "--size", str(args.size), "--threads", str(args.threads),
-               "--repeats", str(args.repeats), "--json", str(out)]
-        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return json.loads(out.read_text())
+               "--repeats", str(args.repeats)])
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from conftest import reference_outputs, sampling  # noqa: E402
 
 
 def main() -> None:
-    print(f"| variant | input | form | boxes px | scores | class logits | DFL logits |")
+    print("| variant | input | form | boxes px | scores | class logits | DFL logits |")
     print("|---|---|---|---|---|---|---|")
     for variant, case_name, case in parity.CASES:
         b, h, w = case["batch"], case["height"], case["width"]

@@ -23,9 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from oracle import DEFAULT_ORACLE, run_reference
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_IMAGES = HERE.parent.parent / "shared" / "assets" / "coco128" / "images" / "train2017"
-DEFAULT_ORACLE = os.environ.get("NASJAX_ORACLE_PYTHON", "/work/oracle_venv/bin/python")
 
 
 def _worker(variant: str, batch: int, images: list[str]) -> dict:
@@ -44,17 +45,9 @@ def _worker(variant: str, batch: int, images: list[str]) -> dict:
 
 
 def _run_reference(oracle_python: str, args, images: list[str]) -> dict | None:
-    if not Path(oracle_python).exists():
-        print(f"(no reference: {oracle_python} not found; build it with ../shared/oracle/install.sh)")
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "reference.json"
-        env = dict(os.environ, CRASH_HANDLER="FALSE", SUPER_GRADIENTS_LOG_DIR=tmp)
-        cmd = [oracle_python, str(HERE / "predict_reference.py"), "--variant", args.variant,
-               "--batches", *map(str, args.batches), "--threads", str(args.threads), "--json", str(out),
-               "--images", *images]
-        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return json.loads(out.read_text())
+    return run_reference(oracle_python, "predict_reference.py", ["--variant", args.variant,
+               "--batches", *map(str, args.batches), "--threads", str(args.threads),
+               "--images", *images])
 
 
 def main() -> None:

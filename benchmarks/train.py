@@ -28,11 +28,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
+from oracle import DEFAULT_ORACLE, run_reference
+
 HERE = Path(__file__).resolve().parent
-DEFAULT_ORACLE = os.environ.get("NASJAX_ORACLE_PYTHON", "/work/oracle_venv/bin/python")
 NUM_CLASSES = 80
 BOXES_PER_IMAGE = 6
 DATA_SEED = 0
@@ -138,20 +138,9 @@ def _worker(args) -> dict:
 
 
 def _run_reference(oracle_python: str, args) -> dict | None:
-    if not Path(oracle_python).exists():
-        print(f"(no reference: {oracle_python} not found; build it with ../shared/oracle/install.sh)")
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "reference.json"
-        env = dict(os.environ, CRASH_HANDLER="FALSE", SUPER_GRADIENTS_LOG_DIR=tmp)
-        cmd = [oracle_python, str(HERE / "train_reference.py"), "--variant", args.variant,
+    return run_reference(oracle_python, "train_reference.py", ["--variant", args.variant,
                "--batches", *map(str, args.batches), "--size", str(args.size), "--threads", str(args.threads),
-               "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--json", str(out)]
-        run = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if run.returncode != 0:
-            print(f"(reference failed, exit {run.returncode}:\n{run.stderr[-3000:]})")
-            return None
-        return json.loads(out.read_text())
+               "--repeats", str(args.repeats), "--warmup", str(args.warmup)])
 
 
 def main() -> None:
