@@ -63,7 +63,8 @@ including the indices of the other images that mosaic and mixup use, comes from 
 the batches depend only on (seed, epoch, position), never on the number of threads or on timing. A
 thread pool prepares the next `prefetch` batches while the step runs.
 
-Not done yet: multi-host sharding of the training set.
+Several processes (multi-host): each loads the same global batches and feeds its own rows
+(`nasjax.train.shard_batch`); loading only a process's own rows is not done.
 """
 from __future__ import annotations
 
@@ -72,12 +73,15 @@ import concurrent.futures
 import dataclasses
 import math
 import numbers
+import os
+from pathlib import Path
 from typing import Iterator, NamedTuple, Sequence, Union
 
 import numpy as np
 from PIL import Image
 
-from nasjax.datasets import DatasetError, Sample, SampleListDataset, load_dataset
+from nasjax.datasets import (CocoJsonDataset, DatasetError, Sample, SampleListDataset, load_data_config,
+                             load_dataset)
 from nasjax.loss import LossTargets
 from nasjax.preprocessing import load_image, make_transform, resize_linear, to_unit_float
 
@@ -224,11 +228,24 @@ def _chance(rng: np.random.Generator, probability: float) -> bool:
 
 
 def load_split(data, split: str, *, require_labels: bool = True) -> SampleListDataset:
-    """A YOLO-format split for training (every label parsed up front); a split without a single box is
-    an error when `require_labels` (nothing to learn from: usually the labels/ folder is misplaced)."""
-    dataset = load_dataset(data, split, process_index=0, process_count=1, progress=False)
+    """A split for training, every label parsed up front: a YOLO data YAML / folder / shipped name, a COCO
+    JSON file (the same file for every split), or a data YAML whose `train:` / `val:` entry is a COCO JSON
+    file (its images found beside it as for validation). Crowd boxes of COCO files are left out, as
+    super-gradients' training sets do (with_crowd False). A split without a single box is an error when
+    `require_labels` (nothing to learn from: usually the labels/ folder is misplaced)."""
+    dataset = None
+    if not (isinstance(data, (str, os.PathLike)) and Path(data).suffix.lower() == ".json"):
+        entries = None
+        if not (isinstance(data, str) and data.startswith("tfds:")):
+            entries = load_data_config(data).splits.get(split)
+        if entries and len(entries) == 1 and entries[0].suffix.lower() == ".json":
+            dataset = CocoJsonDataset(entries[0])
+    if dataset is None:
+        dataset = load_dataset(data, split, process_index=0, process_count=1, progress=False)
     if not isinstance(dataset, SampleListDataset):
         raise DatasetError(f"training needs a YOLO-format or COCO JSON dataset, not {dataset.describe()}")
+    if any(s.iscrowd is not None and s.iscrowd.any() for s in dataset.samples):
+        dataset.samples = [_without_crowd(s) for s in dataset.samples]
     if require_labels and not any(len(s.boxes) for s in dataset.samples):
         missing = getattr(dataset, "missing_labels", None)
         detail = f" ({missing} of {len(dataset)} images have no label file)" if missing else ""
@@ -237,6 +254,14 @@ def load_split(data, split: str, *, require_labels: bool = True) -> SampleListDa
             f"'labels' folder beside 'images' (images/x.jpg -> labels/x.txt), one 'class cx cy w h' row per box"
         )
     return dataset
+
+
+def _without_crowd(sample: Sample) -> Sample:
+    if sample.iscrowd is None or not sample.iscrowd.any():
+        return sample
+    keep = ~sample.iscrowd
+    return dataclasses.replace(sample, boxes=sample.boxes[keep], classes=sample.classes[keep], iscrowd=None,
+                               area=None if sample.area is None else sample.area[keep])
 
 
 # --- pixel transforms ------------------------------------------------------------------------------

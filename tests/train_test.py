@@ -299,3 +299,21 @@ def test_data_parallel_equals_one_device_and_bfloat16_is_close(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=900,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_coco_json_splits_for_training_drop_crowd_boxes(tmp_path):
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    Image.fromarray(np.full((40, 60, 3), 128, np.uint8)).save(tmp_path / "images" / "train" / "a.jpg")
+    (tmp_path / "annotations").mkdir()
+    coco = {"images": [{"id": 1, "file_name": "a.jpg", "height": 40, "width": 60}],
+            "categories": [{"id": 1, "name": "cat"}, {"id": 3, "name": "dog"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [5, 5, 20, 10], "area": 200, "iscrowd": 0},
+                            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [0, 0, 60, 40], "area": 2400, "iscrowd": 1}]}
+    (tmp_path / "annotations" / "instances_train.json").write_text(json.dumps(coco))
+    (tmp_path / "data.yaml").write_text(f"path: {tmp_path}\ntrain: annotations/instances_train.json\n"
+                                        f"val: annotations/instances_train.json\nnames: {{0: cat, 1: dog}}\n")
+    for data in (tmp_path / "data.yaml", tmp_path / "annotations" / "instances_train.json"):
+        dataset = load_split(data, "train")
+        (sample,) = dataset.samples
+        np.testing.assert_allclose(sample.boxes, [[5, 5, 25, 15]])
+        assert sample.classes.tolist() == [1] and dataset.names == {0: "cat", 1: "dog"}
