@@ -204,3 +204,41 @@ def test_bad_arguments(tmp_path):
         nasjax.load(tmp_path / "w.pth", pretrained=False)
     with pytest.raises(weight_file.WeightFileError, match="HTML page"):
         nasjax.load(tmp_path / "w.pth")
+
+
+def test_training_starts_from_the_downloaded_weights(served, home, monkeypatch):
+    """`nasjax.train --pretrained true`: the published file is fetched (local HTTP here), converted in the
+    training form, and every tensor but the class head (2 classes instead of 80) is copied in."""
+    from nasjax.train import initial_model
+
+    url, sha256, _ = served
+    register(monkeypatch, urls=(url,), sha256=sha256)
+    module = initial_model("yolo_nas_s", 2, pretrained=True, seed=3)
+    got = dict(nnx.to_flat_state(nnx.state(module)))
+    published = dict(nnx.to_flat_state(nasjax.load("yolo_nas_s", fuse=False).variables))
+    scratch = dict(nnx.to_flat_state(nasjax.build("yolo_nas_s", form="training", num_classes=2, seed=3,
+                                                  init="scratch").variables))
+    for path, leaf in got.items():
+        expected = scratch[path] if path[-2] == "cls_pred" else published[path]
+        np.testing.assert_array_equal(np.asarray(leaf[...]), np.asarray(expected[...]), err_msg=str(path))
+    assert got[("heads", "head1", "cls_pred", "kernel")][...].shape[-1] == 2
+
+
+def test_training_offline_with_pretrained_is_a_clear_error(home, monkeypatch, tmp_path, capsys):
+    from nasjax.train import main
+
+    url = refused_url()
+    register(monkeypatch, urls=(url,))
+    data = tmp_path / "d"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(data / "images" / "a.png")
+    (data / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (data / "data.yaml").write_text(f"path: {data}\ntrain: images\nval: images\nnames: {{0: thing}}\n")
+    assert main(["--data", str(data / "data.yaml"), "--pretrained", "true", "--batch", "1", "--imgsz", "64",
+                 "--project", str(tmp_path / "runs")]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("error: ") and url in out and str(home / "downloads") in out
+    assert not (tmp_path / "runs").exists()  # nothing written for a run that could not start
