@@ -3,8 +3,8 @@
     python -m nasjax.train --data data.yaml --model yolo_nas_s --pretrained true --epochs 10 --batch 16 \
         --imgsz 640 --project runs/train [--name exp] [--dtype bfloat16] [--resume]
 
-    import nasjax
-    result = nasjax.train.train("data.yaml", "yolo_nas_s", pretrained=True, epochs=10)
+    from nasjax.train import train
+    result = train("data.yaml", "yolo_nas_s", pretrained=True, epochs=10)  # result["best"]: nasjax.load it
     model = nasjax.load("yolo_nas_s", fuse=False); model.train("data.yaml", epochs=10)  # from these weights
 
 The defaults are super-gradients' YOLO-NAS recipe (recipes/training_hyperparams/
