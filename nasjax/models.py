@@ -22,6 +22,7 @@ from flax import nnx
 
 from configs import YoloNASConfig, get_config
 from nasjax import box_decoding
+from nasjax.conv import Conv2d
 
 FORMS = ("training", "partial", "full")
 
@@ -41,7 +42,7 @@ def _same_padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
 
 
 def _conv(in_ch: int, out_ch: int, kernel_size: int, stride: int, bias: bool, rngs: nnx.Rngs) -> nnx.Conv:
-    return nnx.Conv(
+    return Conv2d(
         in_ch,
         out_ch,
         (kernel_size, kernel_size),
