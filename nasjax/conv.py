@@ -36,12 +36,13 @@ def kernel_gradient(x, g, kernel_shape, strides, padding):
     xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
     b, ho, wo, _ = g.shape
     g2 = g.reshape(-1, cout)
+    accumulate = jnp.promote_types(x.dtype, jnp.float32)  # bfloat16 sums in float32, float64 stays
     taps = []
     for i in range(kh):
         for j in range(kw):
             window = jax.lax.slice(xp, (0, i, j, 0), (b, i + (ho - 1) * sy + 1, j + (wo - 1) * sx + 1, cin),
                                    (1, sy, sx, 1))
-            taps.append(jnp.dot(window.reshape(-1, cin).T, g2, preferred_element_type=jnp.float32))
+            taps.append(jnp.dot(window.reshape(-1, cin).T, g2, preferred_element_type=accumulate))
     return jnp.stack(taps).reshape(kernel_shape)
 
 

@@ -52,3 +52,14 @@ def test_module_matches_nnx_conv_and_its_gradient():
     bf = jax.grad(lambda k: jnp.sum(conv2d(x.astype(jnp.bfloat16), k, (1, 1), ((1, 1), (1, 1))).astype(jnp.float32)))(
         ours.kernel[...].astype(jnp.bfloat16))
     assert bf.dtype == jnp.bfloat16
+
+
+def test_float64_kernel_gradient_keeps_float64():
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 6, 6, 2)), jnp.float64)
+        kernel = jnp.ones((3, 3, 2, 2), jnp.float64)
+        got = jax.grad(lambda k: jnp.sum(conv2d(x, k, (1, 1), ((1, 1), (1, 1))) ** 2))(kernel)
+        expected = jax.grad(lambda k: jnp.sum(jax.lax.conv_general_dilated(
+            x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")) ** 2))(kernel)
+        assert got.dtype == jnp.float64
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
