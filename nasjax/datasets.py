@@ -538,6 +538,16 @@ class YoloDataset(SampleListDataset):
 # --- COCO JSON ---------------------------------------------------------------------------------------
 
 
+def read_json_file(path: Path, what: str) -> Any:
+    """The parsed JSON of `path`; a missing or malformed file is a DatasetError naming `what` it is."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetNotFoundError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: not a valid JSON {what}: {e}") from e
+
+
 def _default_image_dir(annotation_file: Path) -> Path:
     split = annotation_file.stem.split("_", 1)[-1]  # instances_val2017 → val2017
     parent = annotation_file.resolve().parent
@@ -557,12 +567,7 @@ class CocoJsonDataset(SampleListDataset):
 
     def __init__(self, annotation_file: str | os.PathLike, image_dir: str | os.PathLike | None = None):
         path = Path(annotation_file)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DatasetNotFoundError(f"annotation file not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DatasetError(f"{path}: not a valid JSON annotation file: {e}") from e
+        data = read_json_file(path, "annotation file")
         for key in ("images", "annotations", "categories"):
             if not isinstance(data, dict) or not isinstance(data.get(key), list):
                 raise DatasetError(f"{path}: a COCO annotation file needs an '{key}' list")

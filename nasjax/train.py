@@ -344,8 +344,8 @@ def run_directory(project: str | os.PathLike, name: str | None, *, resume: bool,
     return directory
 
 
-def check_resume(directory: Path, run: dict) -> dict:
-    """The saved run.json of `directory`, checked against what this call would train."""
+def check_resume(directory: Path, run: dict) -> None:
+    """Check the saved run.json of `directory` against what this call would train."""
     path = directory / "run.json"
     try:
         saved = json.loads(path.read_text())
@@ -362,7 +362,6 @@ def check_resume(directory: Path, run: dict) -> dict:
                 f"{'variant' if key == 'model' else 'class list'} cannot be resumed. Resume with the run's own "
                 f"--model / --data, or start a new run without --resume (fine-tune from its weights with "
                 f"nasjax.load('{directory / 'last'}', ...) is not possible: last/ is fused)")
-    return saved
 
 
 def train(

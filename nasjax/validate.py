@@ -63,6 +63,7 @@ from nasjax.datasets import (
     DatasetNotFoundError,
     Sample,
     load_dataset,
+    read_json_file,
 )
 from nasjax.preprocessing import ImageLoadError
 from nasjax.atomic_files import write_atomic
@@ -145,12 +146,7 @@ def _key_text(key) -> str:
 def read_predictions(path: str | os.PathLike, dataset: Dataset) -> dict[str, list[dict]]:
     """A COCO-format predictions file grouped by image key; checks every entry."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetNotFoundError(f"predictions file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON: {e}") from e
+    data = read_json_file(path, "predictions file")
     if not isinstance(data, list):
         raise DatasetError(f"{path}: expected a JSON list of detections (COCO results format)")
     known_categories = {int(c): i for i, c in enumerate(dataset.category_ids)}
