@@ -1,0 +1,367 @@
+"""Run exported models (nasjax/export.py) with the interface of the JAX `Detector`.
+
+    detector = nasjax.load("yolo_nas_s_int8.tflite")     # or a SavedModel directory
+    boxes, scores = detector(images)                      # (B, H, W, 3) float RGB in [0, 1]
+    results = detector.predict("bus.jpg")                 # the same `Results` as the JAX detector
+
+TFLite files run in the LiteRT interpreter (`ai_edge_litert`, through the signature runner: outputs are
+read by name); SavedModels in TensorFlow. What the host adds, so that every export gives the same
+(boxes, scores) and detections as the JAX model:
+
+* input encoding: float models take pixels / 255 (the exact super-gradients table), INT8 models the
+  uint8 pixels themselves;
+* a fixed export batch: inputs are split into chunks of it and the last chunk is padded;
+* the decode tail of INT8 models exported with `int8_tail="host"` (DFL softmax + integral and
+  sigmoid, in float32, in JAX: the same code as the model's own head);
+* NMS: the jitted nasjax/nms.py on the host (the same function predict() uses) unless the SavedModel
+  has NMS inside with the same settings, or `nms="tflite"` asks for the exported `<name>_nms.tflite`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nasjax.configs import VARIANTS, get_config
+from nasjax.model import box_decoding
+from nasjax.model import nms
+from nasjax.model.nms import NMSSettings
+from nasjax.data import preprocessing
+from nasjax.model.core import check_images
+from nasjax.export.exporter import (
+    DETECTION_OUTPUTS,
+    METADATA_FORMAT,
+    SIGNATURE,
+    TFLITE_METADATA_NAME,
+    metadata_path,
+    read_tflite_metadata,
+)
+
+
+class ExportedModelError(ValueError):
+    """An exported model that cannot be run: missing or invalid metadata, unexpected signature."""
+
+
+def read_export_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The export JSON of a .tflite file (beside it, else embedded) or of a SavedModel directory."""
+    path = Path(path)
+    sidecar = metadata_path(path)
+    text = None
+    if sidecar.is_file():
+        text = sidecar.read_text()
+    elif path.suffix.lower() == ".tflite":
+        data = read_tflite_metadata(path)
+        text = data.decode() if data is not None else None
+    if text is None:
+        raise ExportedModelError(f"{path} has no nasjax export metadata ({sidecar} or a '{TFLITE_METADATA_NAME}' "
+                                 "TFLite metadata entry); export it with python -m nasjax.export")
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ExportedModelError(f"the export metadata of {path} is not valid JSON: {e}") from e
+    if not isinstance(info, dict) or info.get("format") != METADATA_FORMAT:
+        raise ExportedModelError(f"the metadata of {path} is not a nasjax export description")
+    if info.get("kind") == "nms":
+        raise ExportedModelError(f"{path} is the NMS graph of {info.get('model')}; load that model instead")
+    if info.get("variant") not in VARIANTS:
+        raise ExportedModelError(f"the metadata of {path} names an unknown variant {info.get('variant')!r}")
+    return info
+
+
+# The host-side tail and NMS, jitted once per shape and option set.
+
+
+def _decode_tail(reg_distri, cls_logits, imgsz, strides, reg_max):
+    sizes = [(imgsz[0] // s, imgsz[1] // s) for s in strides]
+    grid = box_decoding.make_anchors(sizes, strides)
+    boxes = box_decoding.decode_dfl_boxes(reg_distri, grid.anchor_points, grid.stride_tensor, reg_max)
+    return boxes, jax.nn.sigmoid(cls_logits.astype(jnp.float32))
+
+
+_jit_decode_tail = jax.jit(_decode_tail, static_argnames=("imgsz", "strides", "reg_max"))
+
+
+def _host_detect(first, second, conf, iou, *, host_tail, imgsz, strides, reg_max, top_k, max_det, multi_label,
+                 agnostic):
+    """(boxes, scores), or (reg_distri, cls_logits) with host_tail → padded detections."""
+    boxes, scores = _decode_tail(first, second, imgsz, strides, reg_max) if host_tail else (first, second)
+    return nms.non_max_suppression(boxes, scores, conf, iou, top_k=top_k, max_det=max_det,
+                                   multi_label=multi_label, agnostic=agnostic)
+
+
+_jit_host_detect = jax.jit(_host_detect, static_argnames=(
+    "host_tail", "imgsz", "strides", "reg_max", "top_k", "max_det", "multi_label", "agnostic"))
+
+
+class ExportedDetector:
+    """Common part of the runners: metadata, input encoding, batching, decode tail, NMS, predict."""
+
+    backend = "exported"
+
+    def __init__(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None):
+        self.path = Path(path)
+        self.metadata = metadata if metadata is not None else read_export_metadata(path)
+        m = self.metadata
+        base = m.get("config", {})
+        self.config = get_config(m["variant"], num_classes=int(m["num_classes"]), **base)
+        self.class_names = list(m["class_names"]) if m.get("class_names") else None
+        self.imgsz = tuple(m["imgsz"])
+        self.batch = m.get("batch")  # None: any batch
+        self.quantization = m.get("quantization", "float32")
+        self.form = f"exported {m.get('model_format')} {self.quantization}"
+        self.uint8_input = m["input"]["dtype"] == "uint8"
+        self.output_names = tuple(m["outputs"])
+        self.host_tail = "reg_distri" in self.output_names
+        self.graph_nms = m.get("nms") if m.get("model_format") == "saved_model" else None
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, {self.config.name}, {self.quantization}, imgsz={self.imgsz})"
+
+    # --- backend --------------------------------------------------------------------------------
+
+    def _invoke(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """One call of the exported graph on a batch of its own size (`self.batch` when fixed)."""
+        raise NotImplementedError
+
+    def outputs(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's named outputs for a batch of inputs already in its input encoding (uint8 pixels
+        for INT8, float32 [0, 1] otherwise), any batch size."""
+        if self.batch is None or len(inputs) == self.batch:
+            return self._invoke(inputs)
+        chunks = []
+        for start in range(0, len(inputs), self.batch):
+            chunk = inputs[start: start + self.batch]
+            n = len(chunk)
+            if n < self.batch:
+                chunk = np.concatenate([chunk, np.zeros((self.batch - n, *chunk.shape[1:]), chunk.dtype)])
+            chunks.append({k: v[:n] for k, v in self._invoke(chunk).items()})
+        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+    # --- the Detector interface -----------------------------------------------------------------
+
+    def _check_size(self, shape) -> None:
+        if tuple(shape[1:3]) != self.imgsz:
+            h, w = self.imgsz
+            raise ValueError(f"this model was exported for {h}x{w} inputs, got {shape[1]}x{shape[2]}; "
+                             f"export again with imgsz={shape[1]} or resize the images")
+
+    def _encode(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 pixels → the graph's input encoding."""
+        return pixels if self.uint8_input else preprocessing.to_unit_float(pixels)
+
+    def _decoded(self, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        if not self.host_tail:
+            return outputs["boxes"], outputs["scores"]
+        boxes, scores = _jit_decode_tail(outputs["reg_distri"], outputs["cls_logits"], **self._tail_options())
+        return np.asarray(boxes), np.asarray(scores)
+
+    def _tail_options(self) -> dict:
+        return {"imgsz": self.imgsz, "strides": tuple(self.config.strides), "reg_max": self.config.reg_max}
+
+    def __call__(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """(boxes (B, N, 4) xyxy input pixels, scores (B, N, C)) for (B, H, W, 3) float RGB in [0, 1], as
+        numpy arrays (INT8 models see the images rounded to uint8 pixels)."""
+        check_images(images)
+        self._check_size(images.shape)
+        images = np.asarray(images, np.float32)
+        if self.uint8_input:
+            inputs = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
+        else:
+            inputs = images
+        return self._decoded(self.outputs(inputs))
+
+    def _nms_in_graph(self, options: dict) -> bool:
+        g = self.graph_nms
+        return bool(g) and all(
+            (np.float32(g[k]) == np.float32(v)) if k in ("conf", "iou") else g[k] == v for k, v in options.items()
+        )
+
+    def batch_size_for(self, requested: int) -> int:
+        """The exported batch when the file has a fixed one, else `requested`."""
+        return self.batch or int(requested)
+
+    def detect_batch(self, images: np.ndarray, settings: NMSSettings = NMSSettings(), dtype=None) -> nms.Detections:
+        """(B, H, W, 3) uint8 network inputs (pre-processed) → padded `nms.Detections` of numpy arrays in
+        network-input pixels: the batch interface predict and validate call (nasjax.model.core.BatchDetector)."""
+        if dtype is not None:
+            raise ValueError(f"dtype does not apply to an exported model (it computes in {self.quantization})")
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise TypeError(f"detect_batch takes (B, H, W, 3) uint8 images, got {images.dtype} {images.shape}")
+        self._check_size(images.shape)
+        options = settings.to_dict()
+        outputs = self.outputs(self._encode(images))
+        if self._nms_in_graph(options):
+            return nms.Detections(*(outputs[k] for k in DETECTION_OUTPUTS))
+        detections = self._exported_nms(outputs, options)
+        if detections is not None:
+            return detections
+        names = ("reg_distri", "cls_logits") if self.host_tail else ("boxes", "scores")
+        raw = (outputs[names[0]], outputs[names[1]])
+        detections = _jit_host_detect(*raw, np.float32(settings.conf), nms.iou_compare_threshold(settings.iou),
+                                      host_tail=self.host_tail, **self._tail_options(), **settings.static())
+        return jax.device_get(detections)
+
+    def _exported_nms(self, outputs, options) -> nms.Detections | None:
+        return None
+
+    def check_predict_options(self, options: dict) -> None:
+        """predict()'s options that an exported model fixes: imgsz defaults to (and must equal) the
+        exported size; dtype is not an option."""
+        h, w = self.imgsz
+        imgsz = options.setdefault("imgsz", h)
+        if h != w or imgsz != h:
+            raise ValueError(f"this model was exported for {h}x{w} inputs; predict needs imgsz={h}")
+        if options.get("dtype") is not None:
+            raise ValueError(f"dtype does not apply to an exported model (it computes in {self.quantization})")
+
+    def info(self) -> str:
+        m = self.metadata
+        text = (f"{self.config.name} exported as {m.get('model_format')} ({self.quantization}): {self.path}\n"
+                f"input {m['input']['name']} {m['input']['shape']} {m['input']['dtype']} ({m['input']['values']}); "
+                f"outputs {', '.join(f'{k} {v}' for k, v in m['outputs'].items())}; {self.num_classes} classes")
+        print(text)
+        return text
+
+
+class TFLiteDetector(ExportedDetector):
+    """A .tflite export run by the LiteRT interpreter.
+
+    num_threads: interpreter threads (default: the interpreter's own choice).
+    nms: "host" (default: nasjax/nms.py jitted on the host, bit-identical to predict on the JAX model)
+        or "tflite" (the exported `<name>_nms.tflite`, when it exists and its settings match the call).
+    """
+
+    backend = "tflite"
+
+    def __init__(self, path: str | os.PathLike, num_threads: int | None = None, nms: str = "host",
+                 metadata: dict[str, Any] | None = None):
+        if nms not in ("host", "tflite"):
+            raise ValueError(f"nms must be 'host' or 'tflite', got {nms!r}")
+        super().__init__(path, metadata)
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as e:
+            raise ImportError("running .tflite files needs ai-edge-litert: pip install 'nasjax[export]'") from e
+        self.num_threads = num_threads
+        self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
+        self.runner = self._signature_runner(self.interpreter, self.path)
+        inputs = self.runner.get_input_details()
+        if set(inputs) != {"images"}:
+            raise ExportedModelError(f"{self.path}: expected one input 'images', got {sorted(inputs)}")
+        details = inputs["images"]
+        self.batch = int(details["shape"][0])
+        self._check_input(details)
+        missing = set(self.output_names) - set(self.runner.get_output_details())
+        if missing:
+            raise ExportedModelError(f"{self.path} lacks the outputs {sorted(missing)} its metadata lists")
+        self.nms_backend = nms
+        self._nms_runner = None
+        self.nms_model = None
+        if nms == "tflite":
+            name = self.metadata.get("nms_model")
+            if not name or not (self.path.parent / name).is_file():
+                raise ExportedModelError(f"{self.path} has no exported NMS model (export with nms=True)")
+            self.nms_model = self.path.parent / name
+            self._nms_interpreter = Interpreter(model_path=str(self.nms_model), num_threads=num_threads)
+            self._nms_runner = self._signature_runner(self._nms_interpreter, self.nms_model)
+            self._nms_info = json.loads(read_tflite_metadata(self.nms_model) or b"{}")
+
+    @staticmethod
+    def _signature_runner(interpreter, path):
+        signatures = interpreter.get_signature_list()
+        if SIGNATURE not in signatures:
+            raise ExportedModelError(f"{path} has no '{SIGNATURE}' signature (found {sorted(signatures)})")
+        return interpreter.get_signature_runner(SIGNATURE)
+
+    def _check_input(self, details) -> None:
+        dtype = np.dtype(details["dtype"])
+        expected = np.uint8 if self.uint8_input else np.float32
+        if dtype != expected:
+            raise ExportedModelError(f"{self.path}: input dtype {dtype}, but its metadata says {expected.__name__}")
+        if tuple(details["shape"][1:3]) != self.imgsz:
+            raise ExportedModelError(f"{self.path}: input shape {details['shape']} disagrees with imgsz {self.imgsz}")
+        if self.uint8_input:
+            scale, zero_point = details["quantization"]
+            if not (abs(scale * 255.0 - 1.0) < 1e-6 and zero_point == 0):
+                raise ExportedModelError(f"{self.path}: uint8 input with scale {scale}, zero point {zero_point}; "
+                                         "expected raw pixels (1/255, 0)")
+
+    def _invoke(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.runner(images=np.ascontiguousarray(inputs))
+        return {k: _dequantized(v, self.runner.get_output_details()[k]) for k, v in outputs.items()}
+
+    def _exported_nms(self, outputs, options) -> nms.Detections | None:
+        if self._nms_runner is None:
+            return None
+        baked = self._nms_info.get("nms", {})
+        if any(baked.get(k) != options[k] for k in ("top_k", "max_det", "multi_label", "agnostic")):
+            return None
+        boxes, scores = self._decoded(outputs)
+        parts = []
+        for start in range(0, len(boxes), self.batch):
+            b, s = boxes[start: start + self.batch], scores[start: start + self.batch]
+            n = len(b)
+            if n < self.batch:
+                b = np.concatenate([b, np.zeros((self.batch - n, *b.shape[1:]), b.dtype)])
+                s = np.concatenate([s, np.zeros((self.batch - n, *s.shape[1:]), s.dtype)])
+            out = self._nms_runner(boxes=np.ascontiguousarray(b, np.float32),
+                                   scores=np.ascontiguousarray(s, np.float32), conf=np.float32(options["conf"]),
+                                   iou=nms.iou_compare_threshold(options["iou"]))
+            parts.append([out[k][:n] for k in DETECTION_OUTPUTS])
+        return nms.Detections(*(np.concatenate(p) for p in zip(*parts)))
+
+
+def _dequantized(value: np.ndarray, details: dict) -> np.ndarray:
+    if np.issubdtype(value.dtype, np.integer) and details.get("quantization", (0.0, 0))[0]:
+        scale, zero_point = details["quantization"]
+        return ((value.astype(np.float32) - zero_point) * np.float32(scale)).astype(np.float32)
+    return value
+
+
+class SavedModelDetector(ExportedDetector):
+    """A SavedModel export run by TensorFlow (`serving_default` signature)."""
+
+    backend = "saved_model"
+
+    def __init__(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None):
+        super().__init__(path, metadata)
+        from nasjax.export.exporter import import_tf
+
+        tf = import_tf()
+        self._tf = tf
+        self.module = tf.saved_model.load(str(self.path))
+        if SIGNATURE not in self.module.signatures:
+            raise ExportedModelError(f"{self.path} has no '{SIGNATURE}' signature")
+        self.function = self.module.signatures[SIGNATURE]
+        missing = set(self.output_names) - set(self.function.structured_outputs)
+        if missing:
+            raise ExportedModelError(f"{self.path} lacks the outputs {sorted(missing)} its metadata lists")
+
+    def _invoke(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.function(images=self._tf.constant(inputs))
+        return {k: v.numpy() for k, v in outputs.items()}
+
+
+def is_saved_model(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / "saved_model.pb").is_file()
+
+
+def load_exported(path: str | os.PathLike, **options) -> ExportedDetector:
+    """A runner for a .tflite file or a SavedModel directory written by nasjax.export."""
+    path = Path(path)
+    if path.suffix.lower() == ".tflite":
+        return TFLiteDetector(path, **options)
+    if is_saved_model(path):
+        return SavedModelDetector(path, **options)
+    raise ExportedModelError(f"{path} is neither a .tflite file nor a SavedModel directory")

@@ -1,0 +1,124 @@
+"""Weights → model: the network for a registered weight name, a weight file, or a converted checkpoint.
+
+`load_network` is what `nasjax.load` calls (which wraps the result in the `nasjax.Detector` façade);
+the pipelines call it directly (train accepts every model source), so they never import the façade.
+
+For a registered name the conversion happens once: the published file is downloaded into the cache
+(`nasjax.hub`), read and converted, and the result saved as an orbax checkpoint under
+`converted/<name>-<sha256[:12]>-<form>/`; every later load restores that checkpoint. A path is
+converted on each call and never cached (a fine-tuned file per experiment would otherwise fill the
+cache); for fast repeated loads of your own file, convert it once with `python -m converters FILE -o DIR`
+and load DIR.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nasjax.loading import checkpoint
+from nasjax.loading import hub
+from nasjax.model.core import Network
+from nasjax.weights import registry
+from nasjax.weights.coco import COCO_CLASS_NAMES
+
+if TYPE_CHECKING:
+    from nasjax.converters.weight_file import WeightFile
+
+
+def load_network(name_or_path: str | os.PathLike, pretrained: bool = True, fuse: bool = True):
+    """A ready-to-run `Network`.
+
+    name_or_path: a registered weight name (`yolo_nas_s`, `yolo_nas_m.coco_ultralytics`, ... see
+        `weights.list_weights()`), a weight file (`.pt`, `.pth`, `.safetensors`, a saved state dict), or a
+        directory written by `python -m converters` / `nasjax.checkpoint.save_detector`, or a model written
+        by `python -m nasjax.export` (a .tflite file or a SavedModel directory: a runner with the same
+        interface, nasjax/exported.py; fuse does not apply). A string that
+        is a registered name is taken as the name even if a file of that name exists (write `./name`).
+    pretrained: False gives the architecture of a registered name with deterministic random weights
+        (`nasjax.build`), without touching the network or the cache.
+    fuse: True (default) fully fuses the QARepVGG blocks, the fastest form for inference; False keeps
+        the form of the weights (the published files are in the training form).
+    """
+    if isinstance(name_or_path, str) and registry.is_known(name_or_path):
+        entry = registry.get_entry(name_or_path)
+        if not pretrained:
+            from nasjax.model.build import build_network
+
+            return build_network(entry.variant, form="full" if fuse else "training", class_names=entry.class_names)
+        return _load_registered(entry, fuse)
+    path = Path(name_or_path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{str(name_or_path)!r} is neither an existing file or directory nor a registered weight name; "
+            f"known names: {', '.join(registry.list_weights())}"
+        )
+    if not pretrained:
+        raise ValueError(
+            "pretrained=False builds random weights for a registered name; a path always loads its weights"
+        )
+    if path.suffix.lower() == ".tflite" or (path / "saved_model.pb").is_file():
+        from nasjax.export.runners import load_exported  # exported models: a runner with the same batch interface
+
+        return load_exported(path)
+    if path.is_dir():
+        detector = checkpoint.load_detector(path)
+        return detector.fuse("full") if fuse and detector.form != "full" else detector
+    return convert_file(path, "full" if fuse else None)[0]
+
+
+def convert_file(path: str | os.PathLike, form: str | None = "full") -> tuple[Network, WeightFile]:
+    """Read and convert a weight file: (the detector in `form`, or in the file's own form for None,
+    the `WeightFile`). Class names come from the file, else are the COCO names when there are 80 classes."""
+    from nasjax.converters.weight_file import read_weight_file
+    from nasjax.model.build import network_from_state_dict
+
+    weight_file = read_weight_file(path)
+    class_names = weight_file.class_names
+    if class_names is None and weight_file.num_classes == len(COCO_CLASS_NAMES):
+        class_names = COCO_CLASS_NAMES
+    detector = network_from_state_dict(weight_file.state_dict, weight_file.variant, form=form, class_names=class_names)
+    return detector, weight_file
+
+
+def source_metadata(weight_file: WeightFile, filename: str) -> dict[str, str]:
+    """What a checkpoint's nasjax.json records about the file it was converted from."""
+    return {
+        "source_sha256": weight_file.sha256,
+        "source_format": weight_file.source_format,
+        "source_filename": filename,
+    }
+
+
+def _cached(directory: Path) -> Network | None:
+    """The detector cached in `directory`; None when there is none or it is unreadable (then it is removed)."""
+    if not directory.exists():
+        return None
+    try:
+        return checkpoint.load_detector(directory)
+    except checkpoint.CheckpointError as e:
+        message = f"discarding the unreadable cached conversion {directory} and converting again: {e}"
+        warnings.warn(message, stacklevel=4)
+        shutil.rmtree(directory)
+        return None
+
+
+def _load_registered(entry: registry.WeightEntry, fuse: bool) -> Network:
+    home = hub.cache_home()
+    form = "full" if fuse else entry.form
+    downloaded = hub.downloads_dir(home) / entry.filename
+    # Without a published hash the cache is keyed by the hash of the file actually downloaded.
+    sha256 = entry.sha256 or (hub.sha256_file(downloaded) if downloaded.exists() else None)
+    if sha256 is not None and (detector := _cached(hub.converted_dir(entry.name, sha256, form, home))):
+        return detector
+    source = hub.fetch(entry, home=home)
+    detector, weight_file = convert_file(source, "full" if fuse else None)
+    metadata = {**source_metadata(weight_file, entry.filename), "weights": entry.name}
+    target = hub.converted_dir(entry.name, weight_file.sha256, detector.form, home)
+    try:
+        checkpoint.save_detector(detector, target, metadata, overwrite=True)
+    except OSError as e:  # a read-only or full cache costs speed on the next load, not this load
+        warnings.warn(f"could not cache the converted weights in {target}: {e}", stacklevel=3)
+    return detector

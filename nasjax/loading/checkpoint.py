@@ -1,0 +1,182 @@
+"""Converted detectors on disk: an orbax checkpoint of the variables plus a `nasjax.json` that says
+which model they belong to.
+
+    <directory>/nasjax.json    variant, num_classes, class_names, form, nasjax version, source file facts
+    <directory>/variables/     orbax StandardCheckpointer of the variables as a pure dict of arrays
+
+The JSON is what makes the directory loadable on its own: the model is rebuilt abstractly from
+(variant, form, num_classes) and the arrays are restored into it, so no conversion code runs. A
+directory is written into a temporary sibling and renamed into place, so a reader never sees half of one.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from nasjax.configs import VARIANTS, get_config
+from nasjax.utils import atomic_files
+from nasjax.model import yolo_nas as models
+from nasjax.model.core import Network
+
+METADATA_FILE = "nasjax.json"
+VARIABLES_DIR = "variables"
+FORMAT = "nasjax-checkpoint"
+FORMAT_VERSION = 1
+# Fields derived from the detector itself; `metadata` passed to `save_detector` may not override them.
+_MODEL_FIELDS = ("format", "format_version", "nasjax_version", "variant", "num_classes", "class_names", "form")
+
+
+class CheckpointError(ValueError):
+    """A directory that is not a readable nasjax checkpoint; the message says what is wrong with it."""
+
+
+def save_detector(
+    detector: Network,
+    directory: str | os.PathLike,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write `detector` as a checkpoint directory; returns its path.
+
+    `metadata` adds JSON fields about where the weights came from, conventionally `source_sha256`,
+    `source_format` and `source_filename`. An existing `directory` is an error unless `overwrite`.
+    """
+    from nasjax import __version__
+
+    directory = Path(directory).absolute()
+    if directory.exists() and not overwrite:
+        raise FileExistsError(f"{directory} already exists; remove it or choose another output directory")
+    extra = dict(metadata or {})
+    clash = sorted(set(extra) & set(_MODEL_FIELDS))
+    if clash:
+        raise ValueError(f"metadata may not set {', '.join(clash)}: these come from the detector itself")
+    info = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "nasjax_version": __version__,
+        "variant": detector.config.name,
+        "num_classes": detector.num_classes,
+        "class_names": detector.class_names,
+        "form": detector.form,
+        **extra,
+    }
+    with atomic_files.replace_directory(directory) as staging:
+        with ocp.StandardCheckpointer() as checkpointer:  # leaving it waits for the asynchronous write
+            checkpointer.save(staging / VARIABLES_DIR, nnx.to_pure_dict(detector.variables))
+        (staging / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return directory
+
+
+def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
+    """The validated contents of `<directory>/nasjax.json`."""
+    path = Path(directory) / METADATA_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"{directory} is not a nasjax checkpoint: it has no {METADATA_FILE} "
+            "(write one with `python -m converters WEIGHTS -o DIR`)"
+        )
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); delete the directory and convert again") from e
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a nasjax checkpoint description (no \"format\": \"{FORMAT}\")")
+    problems = []
+    if info.get("format_version") != FORMAT_VERSION:
+        problems.append(f"format_version {info.get('format_version')!r} (this nasjax reads {FORMAT_VERSION})")
+    if info.get("variant") not in VARIANTS:
+        problems.append(f"variant {info.get('variant')!r} (expected one of {', '.join(VARIANTS)})")
+    if info.get("form") not in models.FORMS:
+        problems.append(f"form {info.get('form')!r} (expected one of {', '.join(models.FORMS)})")
+    num_classes = info.get("num_classes")
+    if not (isinstance(num_classes, int) and num_classes > 0):
+        problems.append(f"num_classes {num_classes!r} (expected a positive integer)")
+    names = info.get("class_names")
+    if names is not None and not (
+        isinstance(names, list) and len(names) == num_classes and all(isinstance(n, str) for n in names)
+    ):
+        problems.append(f"class_names (expected null or a list of {num_classes} strings)")
+    if problems:
+        raise CheckpointError(f"{path} has invalid fields: " + "; ".join(problems))
+    return info
+
+
+@functools.lru_cache(maxsize=None)
+def _abstract_model(variant: str, form: str, num_classes: int) -> tuple[nnx.GraphDef, nnx.State]:
+    config = get_config(variant, num_classes=num_classes)
+    return nnx.split(nnx.eval_shape(lambda: models.YoloNAS(config, form, rngs=nnx.Rngs(0))))
+
+
+def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
+    # Keys are compared as dotted strings: orbax stores integer keys (module lists) as strings.
+    return {
+        ".".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+def _differences(found: dict, expected: dict) -> list[str]:
+    problems = [f"missing {k}" for k in expected if k not in found]
+    problems += [f"unexpected {k}" for k in found if k not in expected]
+    problems += [
+        f"{k} has shape {found[k]}, expected {expected[k]}" for k in expected if k in found and found[k] != expected[k]
+    ]
+    return problems
+
+
+def _stored_shapes(variables_dir: Path) -> dict[str, tuple[int, ...]]:
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            return _flat_shapes(checkpointer.metadata(variables_dir).item_metadata.tree)
+    except Exception as e:  # orbax raises many types for a missing or damaged checkpoint; all mean "unreadable"
+        raise CheckpointError(
+            f"cannot read the orbax checkpoint {variables_dir} ({type(e).__name__}: {e}); "
+            "delete the directory and convert again"
+        ) from e
+
+
+def _restore(variables_dir: Path, target, description: str) -> dict:
+    """The stored arrays, checked against the model's tree; a mismatch is reported by name."""
+    expected = _flat_shapes(target)
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            restored = checkpointer.restore(variables_dir, target)
+    except Exception as e:  # as above; the stored tree's metadata then says what is wrong, if anything can
+        problems = _differences(_stored_shapes(variables_dir), expected)
+        if not problems:
+            raise CheckpointError(f"cannot restore {variables_dir} ({type(e).__name__}: {e})") from e
+    else:
+        # orbax restores the stored shapes whatever the target's, so shapes are checked here.
+        problems = _differences(_flat_shapes(restored), expected)
+    if problems:
+        more = f" ... and {len(problems) - 8} more" if len(problems) > 8 else ""
+        raise CheckpointError(
+            f"the arrays in {variables_dir} do not fit {description}, as its {METADATA_FILE} says "
+            f"({len(problems)} differences): " + "; ".join(problems[:8]) + more
+        )
+    return restored
+
+
+def load_detector(directory: str | os.PathLike) -> Network:
+    """The detector saved in `directory` by `save_detector`."""
+    directory = Path(directory).absolute()
+    info = read_metadata(directory)
+    variant, form, num_classes = info["variant"], info["form"], info["num_classes"]
+    graphdef, abstract_state = _abstract_model(variant, form, num_classes)
+    # Restored as numpy, then handed to jnp.asarray: the arrays end up exactly like those of a fresh
+    # conversion (uncommitted, default device), so both kinds of detector share compiled executables.
+    target = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), nnx.to_pure_dict(abstract_state))
+    restored = _restore(directory / VARIABLES_DIR, target, f"{variant} ({form} form, {num_classes} classes)")
+    state = jax.tree.map(lambda x: x, abstract_state)  # a copy: the cached abstract state stays abstract
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, restored))
+    return Network(nnx.merge(graphdef, state), info["class_names"])

@@ -1,0 +1,330 @@
+"""predict(): images in (files, folders, globs, arrays), `Results` out.
+
+    results = nasjax.build("yolo_nas_s").predict("bus.jpg")        # or detector.predict([...])
+    python -m nasjax.predict --model yolo_nas_s --source DIR --save-dir OUT
+
+Host and device work overlap: a thread pool reads and pre-processes the next batch (PIL decoding and
+numpy resizing release the GIL) while the device runs the current one. On the device, one jitted
+pure function does forward + box decoding + NMS (`detect`), so only (B, max_det) rows come back. The
+last batch is padded to the batch size (no recompilation), and the batch is split over
+`jax.local_devices()` along a 1-D mesh (data parallel; the variables are replicated).
+
+The defaults are super-gradients' `predict()` (YOLO_NAS_SPEC.md 6.1): centre padding 636/640,
+conf 0.25, IoU 0.7, top-k 1024, 300 detections, multi-label, class-aware. See nasjax/preprocessing.py
+and nasjax/nms.py for what is reproduced exactly and the one known difference (score ties at
+torch.topk).
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import glob
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Iterator, NamedTuple, Sequence
+
+import numpy as np
+from PIL import Image
+
+from nasjax.model.nms import NMSSettings
+from nasjax.data import preprocessing
+from nasjax.model.core import BatchDetector
+from nasjax.utils.atomic_files import write_atomic
+from nasjax.predict.results import Boxes, Results
+
+_GLOB_CHARS = set("*?[")
+
+
+# --- sources ---------------------------------------------------------------------------------------
+
+
+class Item(NamedTuple):
+    """One image to read: a path, a PIL image or an array, and how to name it in messages."""
+
+    source: object
+    path: str | None
+    label: str
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.suffix.lower().lstrip(".") in preprocessing.IMAGE_EXTENSIONS
+
+
+def _expand_path(text: str) -> list[Item]:
+    path = Path(text)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and _is_image_file(p))
+        if not files:
+            raise ValueError(
+                f"no images in directory {path} (looked for {', '.join('.' + e for e in preprocessing.IMAGE_EXTENSIONS)})"
+            )
+        return [Item(str(p), str(p), str(p)) for p in files]
+    if not path.exists() and _GLOB_CHARS & set(text):
+        files = sorted(p for p in map(Path, glob.glob(text, recursive=True)) if p.is_file() and _is_image_file(p))
+        if not files:
+            raise ValueError(f"no image files match {text!r}")
+        return [Item(str(p), str(p), str(p)) for p in files]
+    # A single file, even with an unusual extension; a missing one is reported when it is read.
+    return [Item(str(path), str(path), str(path))]
+
+
+def list_sources(source) -> list[Item]:
+    """Every image in `source`: a path (file, directory, glob pattern), a PIL image, an (H, W, 3) uint8
+    array, a (B, H, W, 3) uint8 array, or a list / tuple of any of these (sizes may differ)."""
+    if isinstance(source, (str, os.PathLike)):
+        return _expand_path(os.fspath(source))
+    if isinstance(source, Image.Image):
+        return [Item(source, getattr(source, "filename", None) or None, "PIL image")]
+    if isinstance(source, np.ndarray):
+        if source.ndim == 4:
+            return [Item(image, None, f"array[{i}]") for i, image in enumerate(source)]
+        return [Item(source, None, "array")]
+    if isinstance(source, (list, tuple)):
+        items = []
+        for i, element in enumerate(source):
+            if isinstance(element, (list, tuple)):
+                raise TypeError(f"source[{i}] is a nested {type(element).__name__}; pass a flat list of images")
+            for item in list_sources(element):
+                items.append(item if item.path else item._replace(label=f"source[{i}] ({item.label})"))
+        if not items:
+            raise ValueError("empty source: the list holds no images")
+        return items
+    raise TypeError(
+        f"unsupported source of type {type(source).__name__}; expected a path, directory, glob pattern, "
+        "PIL image, uint8 numpy array, or a list of these"
+    )
+
+
+# --- the pipeline ----------------------------------------------------------------------------------
+
+
+class Prepared(NamedTuple):
+    item: Item
+    image: np.ndarray  # original (H, W, 3) uint8 RGB
+    network_input: np.ndarray  # (S, S, 3) uint8
+    transform: preprocessing.Transform
+    seconds: float = 0.0  # time spent reading and pre-processing this image
+
+
+def class_names_of(detector: BatchDetector) -> dict[int, str]:
+    if detector.class_names is not None:
+        return dict(enumerate(detector.class_names))
+    from nasjax.weights.coco import COCO_CLASS_NAMES
+
+    if detector.num_classes == len(COCO_CLASS_NAMES):
+        return dict(enumerate(COCO_CLASS_NAMES))
+    return {i: f"class{i}" for i in range(detector.num_classes)}
+
+
+def predict(
+    detector: BatchDetector,
+    source,
+    conf: float = 0.25,
+    iou: float = 0.7,
+    max_det: int = 300,
+    nms_top_k: int = 1024,
+    batch_size: int = 8,
+    multi_label: bool = True,
+    agnostic: bool = False,
+    preprocess: str = "centre_pad",
+    imgsz: int = 640,
+    stream: bool = False,
+    skip_errors: bool = False,
+    progress: bool | None = None,
+    dtype=None,
+    exif_transpose: bool = False,
+    workers: int | None = None,
+    resize_rounding: str = "round",
+    timings: dict | None = None,
+) -> list[Results] | Iterator[Results]:
+    """Detect objects in every image of `source`; a list of `Results` (a generator with stream=True).
+
+    source: path, directory, glob pattern, PIL image, (H, W, 3) uint8 RGB array, (B, H, W, 3) array,
+        or a list mixing them (any sizes).
+    conf, iou, max_det, nms_top_k, multi_label, agnostic: NMS (nasjax/nms.py); changing conf or iou
+        does not recompile.
+    preprocess: "centre_pad" (super-gradients: longest side imgsz - 4 (the detector config's
+        input_size - resize_longest_side), centre padding to imgsz with the config's pad_value) or
+        "letterbox" (Ultralytics, longest side imgsz, boxes clipped to the image); imgsz a multiple of 32.
+    batch_size: images per device call, rounded up to a multiple of the device count; the last batch
+        is padded.
+    skip_errors: warn about and skip unreadable images instead of raising `ImageLoadError`.
+    progress: a tqdm bar; None shows one for more than one batch when stderr is a terminal.
+    dtype: compute dtype of the network, e.g. jnp.bfloat16 (default: the variables' float32).
+    exif_transpose: apply EXIF orientation (super-gradients does not).
+    workers: threads reading and pre-processing images (default min(8, CPU count)).
+    resize_rounding: "round" (default) or "trunc", the int() resized size of super-gradients'
+        validation pipeline (nasjax.preprocessing.make_transform).
+    timings: a dict that receives running totals, in seconds, of "preprocess" (reading and
+        pre-processing, summed over images), "inference" (device call: forward and NMS, and the
+        transfer back) and "postprocess" (mapping boxes back, making Results), and "images" (count).
+    """
+    if not 0 <= iou <= 1:
+        raise ValueError(f"iou must be in [0, 1], got {iou}")
+    for name, value in (("max_det", max_det), ("nms_top_k", nms_top_k), ("batch_size", batch_size)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    settings = NMSSettings(conf=conf, iou=iou, top_k=int(nms_top_k), max_det=int(max_det),
+                           multi_label=multi_label, agnostic=agnostic)
+    preprocessing.make_transform((imgsz, imgsz), preprocess, imgsz, rounding=resize_rounding)  # validates early
+    if timings is not None:
+        for key in ("preprocess", "inference", "postprocess"):
+            timings.setdefault(key, 0.0)
+        timings.setdefault("images", 0)
+    items = list_sources(source)
+    generator = _run(detector, items, settings=settings, batch_size=int(batch_size), preprocess=preprocess,
+                     imgsz=imgsz, skip_errors=skip_errors, progress=progress, dtype=dtype,
+                     exif_transpose=exif_transpose, workers=workers, rounding=resize_rounding, timings=timings)
+    return generator if stream else list(generator)
+
+
+def _run(detector, items, *, settings: NMSSettings, batch_size, preprocess, imgsz,
+         skip_errors, progress, dtype, exif_transpose, workers, rounding="round",
+         timings=None) -> Iterator[Results]:
+    # The JAX network and the exported runners share one batch interface (nasjax.model.core.BatchDetector).
+    batch_size = detector.batch_size_for(batch_size)
+    names = class_names_of(detector)
+    # The weights' own pre-processing numbers (636 / 640 / 114 for the COCO models).
+    config = detector.config
+    pad_value, resize_margin = config.pad_value, config.input_size - config.resize_longest_side
+
+    def prepare(item: Item) -> Prepared:
+        start = time.perf_counter()
+        image = preprocessing.load_image(item.source, exif_transpose)
+        network_input, transform = preprocessing.preprocess(image, preprocess, imgsz, pad_value,
+                                                            resize_margin=resize_margin, rounding=rounding)
+        return Prepared(item, image, network_input, transform, time.perf_counter() - start)
+
+    def collect(futures) -> list[Prepared]:
+        prepared = []
+        for item, future in futures:
+            try:
+                prepared.append(future.result())
+            except preprocessing.ImageLoadError as e:
+                if not skip_errors:
+                    if item.path:
+                        raise  # the message names the file already
+                    raise preprocessing.ImageLoadError(f"{item.label}: {e}") from e
+                warnings.warn(f"skipped {e if item.path else f'{item.label}: {e}'}", stacklevel=4)
+        return prepared
+
+    chunks = [items[i: i + batch_size] for i in range(0, len(items), batch_size)]
+    bar = _progress_bar(progress, len(items), len(chunks))
+    workers = workers or min(8, os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="nasjax-read") as pool:
+        def submit(chunk):
+            return [(item, pool.submit(prepare, item)) for item in chunk]
+
+        pending = submit(chunks[0])
+        for k in range(len(chunks)):
+            prepared = collect(pending)
+            # Start reading the next batch now, so that it overlaps with this batch's device work.
+            pending = submit(chunks[k + 1]) if k + 1 < len(chunks) else []
+            if prepared:
+                batch = np.zeros((batch_size, imgsz, imgsz, 3), np.uint8)
+                for i, p in enumerate(prepared):
+                    batch[i] = p.network_input
+                start = time.perf_counter()
+                detections = detector.detect_batch(batch, settings, dtype)
+                if timings is not None:
+                    timings["inference"] += time.perf_counter() - start
+                    timings["preprocess"] += sum(p.seconds for p in prepared)
+                    timings["images"] += len(prepared)
+                for i, p in enumerate(prepared):
+                    start = time.perf_counter()
+                    n = int(detections.count[i])
+                    boxes = Boxes(p.transform.boxes_to_original(detections.boxes[i, :n]), detections.scores[i, :n],
+                                  detections.classes[i, :n], p.image.shape[:2])
+                    result = Results(p.image, boxes, names, p.item.path)
+                    if timings is not None:
+                        timings["postprocess"] += time.perf_counter() - start
+                    yield result
+            if bar is not None:
+                bar.update(len(chunks[k]))
+    if bar is not None:
+        bar.close()
+
+
+def _progress_bar(progress: bool | None, total: int, batches: int):
+    if progress is None:
+        progress = batches > 1 and sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="image", desc="predict")
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+
+_WRITABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _output_names(results: Sequence[Results]) -> list[str]:
+    """An annotated-image file name per result: the source's name (.png when PIL cannot write its
+    format; image<i>.png for arrays), with _<i> added where two sources share a name."""
+    used: set[str] = set()
+    names = []
+    for i, r in enumerate(results):
+        path = Path(r.path) if r.path else Path(f"image{i}.png")
+        suffix = path.suffix if path.suffix.lower() in _WRITABLE_SUFFIXES else ".png"
+        name = path.stem + suffix
+        if name.lower() in used:
+            name = f"{path.stem}_{i}{suffix}"
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m nasjax.predict",
+        description="Detect objects in images: writes annotated images and predictions.json to --save-dir.",
+    )
+    parser.add_argument("--model", default="yolo_nas_s", help="registered weight name or weight file / directory")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="the architecture of --model with deterministic random weights (no download)")
+    parser.add_argument("--source", required=True, help="image file, directory or glob pattern")
+    parser.add_argument("--save-dir", required=True, type=Path)
+    parser.add_argument("--conf", type=float, default=0.25)
+    parser.add_argument("--iou", type=float, default=0.7)
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--max-det", type=int, default=300)
+    parser.add_argument("--preprocess", choices=preprocessing.PREPROCESS_METHODS, default="centre_pad")
+    parser.add_argument("--single-label", action="store_true", help="one class per box (the best)")
+    parser.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")
+    parser.add_argument("--skip-errors", action="store_true", help="skip unreadable images with a warning")
+    args = parser.parse_args(argv)
+
+    import nasjax
+
+    if args.random_weights:
+        print(f"warning: {args.model} with random weights (seed 0): the detections are meaningless", file=sys.stderr)
+        detector = nasjax.load(args.model, pretrained=False)
+    else:
+        detector = nasjax.load(args.model)
+    results = predict(detector, args.source, conf=args.conf, iou=args.iou, imgsz=args.imgsz, batch_size=args.batch,
+                      max_det=args.max_det, preprocess=args.preprocess, multi_label=not args.single_label,
+                      agnostic=args.agnostic, skip_errors=args.skip_errors)
+    records = []
+    for result, name in zip(results, _output_names(results)):
+        result.save(args.save_dir / name)
+        h, w = result.orig_shape
+        records.append({"source": result.path, "annotated": name, "width": w, "height": h,
+                        "detections": result.to_list()})
+        print(f"{result.path or name}: {result.summary()}")
+    summary = {"model": args.model, "random_weights": args.random_weights, "conf": args.conf, "iou": args.iou,
+               "imgsz": args.imgsz, "preprocess": args.preprocess, "images": records}
+    path = write_atomic(args.save_dir / "predictions.json",
+                        lambda tmp: tmp.write_text(json.dumps(summary, indent=1) + "\n"))
+    print(f"wrote {len(records)} annotated images and {path}")
+
+
+if __name__ == "__main__":
+    main()

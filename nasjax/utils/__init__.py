@@ -1,0 +1,1 @@
+"""Small shared helpers with no model code: atomic file writes, device meshes."""
