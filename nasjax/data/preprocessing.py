@@ -1,6 +1,6 @@
 """Host-side input work for predict(): reading images, resizing, padding, and mapping boxes back.
 
-Two schemes (YOLO_NAS_SPEC.md 6.1 and 6.3):
+Two schemes (docs/preprocessing.md#centre-pad and #letterbox):
 
 * "centre_pad" — super-gradients' `predict()` for the COCO models: scale = min(636 / H, 636 / W)
   (up or down), new size (round(H * scale), round(W * scale)), bilinear resize, centre padding to
@@ -36,7 +36,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# super-gradients' IMG_EXTENSIONS (what a directory source lists), lower case, without the dot.
+# The image files, by extension (lower case, no dot), wherever files are listed: predict's folder and
+# glob sources, the images of a YOLO dataset split, export's calibration folders. super-gradients'
+# IMG_EXTENSIONS: Ultralytics' IMG_FORMATS plus pgm and ppm, less heic (Pillow cannot read it without
+# a plug-in). docs/preprocessing.md#reading
 IMAGE_EXTENSIONS = ("bmp", "dng", "jpeg", "jpg", "mpo", "pfm", "pgm", "png", "ppm", "tif", "tiff", "webp")
 PREPROCESS_METHODS = ("centre_pad", "letterbox")
 STRIDE = 32
@@ -198,7 +201,7 @@ RESIZE_ROUNDINGS = ("round", "trunc")
 
 def _scaled(size: int, scale: float, rounding: str) -> int:
     """round(size * scale) (super-gradients' predict, Ultralytics) or int(size * scale), the truncation
-    of super-gradients' COCO validation pipeline (YOLO_NAS_SPEC.md 6.2)."""
+    of super-gradients' COCO validation pipeline (docs/preprocessing.md#validation-resize)."""
     if rounding == "round":
         return int(round(size * scale))
     if rounding == "trunc":

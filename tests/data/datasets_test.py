@@ -1,6 +1,7 @@
-"""nasjax.datasets: data YAML resolution (Ultralytics' rules), YOLO labels and their errors, downloads
-from a local HTTP server (zip, extracted atomically) and the offline message, COCO JSON, TFDS with
-mocked data, and the real coco8 / coco128 / tinycoco from ../shared when present."""
+"""The datasets of nasjax.data, through its public names: data YAML resolution (config.py, Ultralytics'
+rules), YOLO labels and their errors (yolo.py), downloads from a local HTTP server (download.py: zip,
+extracted atomically) and the offline message, COCO JSON (coco_json.py), TFDS with mocked data
+(tfds.py), and the real coco8 / coco128 / tinycoco from ../shared when present."""
 from __future__ import annotations
 
 import contextlib
@@ -19,11 +20,9 @@ from PIL import Image
 
 pytest.importorskip("pycocotools", reason="validation needs the 'data' extra: pip install -e '.[data]'")
 pytest.importorskip("yaml", reason="the 'data' extra")
-from nasjax import datasets
-from nasjax.coco_metrics import COCO80_TO_91
-from nasjax.datasets import DatasetError, DatasetNotFoundError
-from nasjax.preprocessing import ImageLoadError
-from weights.coco import COCO_CLASS_NAMES
+import nasjax.data as datasets
+from nasjax.data import COCO80_TO_91, DatasetError, DatasetNotFoundError, ImageLoadError
+from nasjax.weights.coco import COCO_CLASS_NAMES
 
 
 @pytest.fixture(autouse=True)

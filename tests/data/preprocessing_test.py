@@ -1,4 +1,4 @@
-"""nasjax.preprocessing against OpenCV and super-gradients (tests/reference/predict_reference.npz)."""
+"""nasjax.data.preprocessing against OpenCV and super-gradients (tests/reference/predict_reference.npz)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 from conftest import REFERENCE_DIR, _load_by_path
 from PIL import Image
 
-from nasjax import preprocessing
-from nasjax.preprocessing import ImageLoadError
+from nasjax.data import preprocessing
+from nasjax.data.preprocessing import ImageLoadError
 
 cases = _load_by_path("predict_cases", REFERENCE_DIR / "predict_cases.py")
 
@@ -84,7 +84,7 @@ def test_boxes_map_back_exactly_as_super_gradients(reference):
 
 
 def test_centre_pad_geometry():
-    t = preprocessing.centre_pad_transform((480, 640))  # the spec's example
+    t = preprocessing.centre_pad_transform((480, 640))  # docs/preprocessing.md#centre-pad's example
     assert t.resized_shape == (477, 636) and t.pad == (81, 2, 82, 2) and t.scale == 0.99375
     t = preprocessing.centre_pad_transform((636, 100))  # scale exactly 1: no resize
     assert t.resized_shape == (636, 100) and t.pad == (2, 270, 2, 270)
@@ -98,7 +98,7 @@ def test_centre_pad_geometry():
 def test_letterbox_geometry_and_mapping():
     t = preprocessing.letterbox_transform((1080, 810))  # bus.jpg, square
     assert t.resized_shape == (640, 480) and t.input_shape == (640, 640) and t.pad == (0, 80, 0, 80)
-    t = preprocessing.letterbox_transform((1080, 810), auto=True)  # minimal padding (spec 6.3)
+    t = preprocessing.letterbox_transform((1080, 810), auto=True)  # minimal padding (docs/preprocessing.md#letterbox)
     assert t.input_shape == (640, 480) and t.pad == (0, 0, 0, 0)
     t = preprocessing.letterbox_transform((500, 381), auto=True)
     assert t.resized_shape == (640, 488) and t.input_shape == (640, 512) and t.pad == (0, 12, 0, 12)

@@ -1,12 +1,15 @@
-"""The training input pipeline: YOLO-format datasets → fixed-shape batches for `nasjax.train`.
+"""The training augmentations: the frozen dataclass `Augmentation` (every knob) and the transforms,
+pure numpy / Pillow functions on (image, boxes, classes) with every random draw from a given
+`np.random.Generator`. Reading the images and running the steps in order is `loader.py`'s `prepare`;
+docs/training.md#augmentation summarises the recipe.
 
-Augmentations follow super-gradients 3.7.1 (`training/transforms/transforms.py`), with the knobs and
-defaults of its YOLO-NAS recipe (`coco_detection_yolo_nas_dataset_params.yaml`) collected in the frozen
-dataclass `Augmentation`. One training image goes through, in this order:
+The transforms follow super-gradients 3.7.1 (`training/transforms/transforms.py`), with the knobs and
+defaults of its YOLO-NAS recipe (`coco_detection_yolo_nas_dataset_params.yaml`). One training image
+goes through, in this order:
 
-1. load: read (`nasjax.preprocessing.load_image`) and resize to fit S x S keeping the aspect ratio
+1. load: read (`preprocessing.load_image`) and resize to fit S x S keeping the aspect ratio
    (super-gradients' dataset `input_dim` resize: r = min(S / H, S / W), size int(H r) x int(W r),
-   OpenCV-exact bilinear); boxes scaled by r.
+   OpenCV-exact bilinear, `fit_to_size`); boxes scaled by r.
 2. mosaic (`mosaic_prob`, default 0.0 as in the YOLO-NAS recipe; super-gradients' other recipes and
    Ultralytics use 1.0): as DetectionMosaic, the image and 3 other images of the dataset (indices drawn
    from the image's rng) are placed around a centre (xc, yc) drawn uniform in [S/2, 3S/2) on a 2S x 2S
@@ -38,64 +41,36 @@ dataclass `Augmentation`. One training image goes through, in this order:
    canvas at least as large as the current image and cropped to it at a random offset; the two images
    are blended 0.5 / 0.5 (truncated to uint8, as super-gradients) and the box lists concatenated.
 8. final resize and pad to exactly S x S: `centre_pad` (the default; like super-gradients'
-   DetectionPaddedRescale, but centred as its predict()) or `letterbox`, pad value `border_value` (114).
+   DetectionPaddedRescale, but centred as its predict(); docs/preprocessing.md#centre-pad) or
+   `letterbox` (docs/preprocessing.md#letterbox), pad value `border_value` (114).
 
 Boxes are clipped to the image after every step, boxes with zero area are dropped after mosaic and
 mixup (super-gradients' DetectionSample.sanitize_sample), and boxes narrower or shorter than
 `min_box_size` (2) pixels at the end. `Augmentation.none()` skips every step but the last, giving
 exactly the unaugmented image (resized and padded directly from the original); `Augmentation.light()`
-is flip + HSV only (every image gets the HSV jitter; what this module did before the recipe).
+is flip + HSV only (every image gets the HSV jitter; what the pipeline did before the recipe).
 
-A batch is `(images, targets)`: images float32 (B, S, S, 3) RGB in [0, 1]; targets a numpy
-`LossTargets` padded to a fixed `max_boxes` (xyxy in input pixels), so that every batch has the same
-shapes and the train step compiles once. Mosaic and mixup add boxes: the default `max_boxes` is the
-most boxes any image has, times 4 when mosaic may run and times 2 when mixup may run, capped at
-`MAX_BOXES_CAP` (256) unless one image alone has more; an image with more boxes keeps the first
-`max_boxes`.
-
-Parity with super-gradients (tests/input_pipeline_test.py against tests/reference/augment_reference.npz,
+Parity with super-gradients (tests/data/augment_test.py against tests/reference/augment_reference.npz,
 made by tests/reference/make_augment_reference.py): affine matrices, moved boxes, the box filter, mosaic
 and mixup (images bit-identical) match; warped images are within 1 grey level of cv2.warpAffine.
-
-Determinism: the order of the images in epoch e is `default_rng([seed, e]).permutation`, and the image
-at position i of that epoch is augmented with `default_rng([seed, e, i])` alone — every random draw,
-including the indices of the other images that mosaic and mixup use, comes from that generator — so
-the batches depend only on (seed, epoch, position), never on the number of threads or on timing. A
-thread pool prepares the next `prefetch` batches while the step runs.
-
-Several processes (multi-host): each loads the same global batches and feeds its own rows
-(`nasjax.train.shard_batch`); loading only a process's own rows is not done.
 """
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import dataclasses
 import math
 import numbers
-import os
-from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image
 
-from nasjax.data.datasets import (CocoJsonDataset, DatasetError, Sample, SampleListDataset, load_data_config,
-                             load_dataset)
-from nasjax.train.loss import LossTargets
-from nasjax.data.preprocessing import load_image, make_transform, resize_linear, to_unit_float
+from nasjax.data.preprocessing import resize_linear
 
 PAD_VALUE = 114
 HSV_GAINS = (18.0, 30.0, 30.0)  # the YOLO-NAS recipe's DetectionHSV gains (OpenCV units: H 0..180)
-MAX_BOXES_CAP = 256  # the default max_boxes grows with mosaic / mixup up to this (see the module docstring)
 
 Range = Union[float, tuple[float, float]]
 Parts = tuple[np.ndarray, np.ndarray, np.ndarray]  # (image (H, W, 3) uint8, boxes (n, 4) xyxy, classes (n,))
-
-
-class Batch(NamedTuple):
-    images: np.ndarray  # (B, S, S, 3) float32 in [0, 1]
-    targets: LossTargets  # numpy arrays, (B, M, 4) / (B, M) / (B, M)
 
 
 # --- configuration ---------------------------------------------------------------------------------
@@ -222,46 +197,9 @@ class Augmentation:
         return (4 if self.mosaic_prob > 0 else 1) * (2 if self.mixup_prob > 0 else 1)
 
 
-def _chance(rng: np.random.Generator, probability: float) -> bool:
+def chance(rng: np.random.Generator, probability: float) -> bool:
     """True with `probability`; draws nothing when it is 0."""
     return probability > 0 and rng.random() < probability
-
-
-def load_split(data, split: str, *, require_labels: bool = True) -> SampleListDataset:
-    """A split for training, every label parsed up front: a YOLO data YAML / folder / shipped name, a COCO
-    JSON file (the same file for every split), or a data YAML whose `train:` / `val:` entry is a COCO JSON
-    file (its images found beside it as for validation). Crowd boxes of COCO files are left out, as
-    super-gradients' training sets do (with_crowd False). A split without a single box is an error when
-    `require_labels` (nothing to learn from: usually the labels/ folder is misplaced)."""
-    dataset = None
-    if not (isinstance(data, (str, os.PathLike)) and Path(data).suffix.lower() == ".json"):
-        entries = None
-        if not (isinstance(data, str) and data.startswith("tfds:")):
-            entries = load_data_config(data).splits.get(split)
-        if entries and len(entries) == 1 and entries[0].suffix.lower() == ".json":
-            dataset = CocoJsonDataset(entries[0])
-    if dataset is None:
-        dataset = load_dataset(data, split, process_index=0, process_count=1, progress=False)
-    if not isinstance(dataset, SampleListDataset):
-        raise DatasetError(f"training needs a YOLO-format or COCO JSON dataset, not {dataset.describe()}")
-    if any(s.iscrowd is not None and s.iscrowd.any() for s in dataset.samples):
-        dataset.samples = [_without_crowd(s) for s in dataset.samples]
-    if require_labels and not any(len(s.boxes) for s in dataset.samples):
-        missing = getattr(dataset, "missing_labels", None)
-        detail = f" ({missing} of {len(dataset)} images have no label file)" if missing else ""
-        raise DatasetError(
-            f"the '{split}' split of {dataset.name} has no labelled boxes at all{detail}; YOLO labels go in a "
-            f"'labels' folder beside 'images' (images/x.jpg -> labels/x.txt), one 'class cx cy w h' row per box"
-        )
-    return dataset
-
-
-def _without_crowd(sample: Sample) -> Sample:
-    if sample.iscrowd is None or not sample.iscrowd.any():
-        return sample
-    keep = ~sample.iscrowd
-    return dataclasses.replace(sample, boxes=sample.boxes[keep], classes=sample.classes[keep], iscrowd=None,
-                               area=None if sample.area is None else sample.area[keep])
 
 
 # --- pixel transforms ------------------------------------------------------------------------------
@@ -358,7 +296,7 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, target_shape: tuple[int, 
     match. Pillow clamps to the edge pixel where OpenCV blends it with the border value: a 1-pixel frame
     of border_value around the image makes Pillow blend too. What remains are the bilinear weights
     (OpenCV's 1/32-pixel fixed point against Pillow's floats): at most 1 grey level apart
-    (tests/input_pipeline_test.py)."""
+    (tests/data/augment_test.py)."""
     target_h, target_w = target_shape
     framed = np.pad(np.ascontiguousarray(image), ((1, 1), (1, 1), (0, 0)), constant_values=border_value)
     full = np.vstack([np.asarray(matrix, np.float64).reshape(2, 3), [0.0, 0.0, 1.0]])
@@ -508,7 +446,7 @@ def mixup(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, other: Part
     """`mixup_blend` with super-gradients' draws: flip (mixup_flip_prob), scale (uniform in
     mixup_scale), then the crop offset, y then x, uniform over the canvas overhang."""
     a = augmentation
-    flip = _chance(rng, a.mixup_flip_prob)
+    flip = chance(rng, a.mixup_flip_prob)
     scale = rng.uniform(*a.mixup_scale)
     target_h, target_w = image.shape[:2]
     padded_h, padded_w = max(max(1, int(target_h * scale)), target_h), max(max(1, int(target_w * scale)), target_w)
@@ -517,136 +455,3 @@ def mixup(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, other: Part
     x_offset = int(rng.integers(0, padded_w - target_w)) if padded_w > target_w else 0
     return mixup_blend(image, boxes, classes, other, flip=flip, scale=scale, offset=(y_offset, x_offset),
                        border_value=a.border_value)
-
-
-# --- one sample ------------------------------------------------------------------------------------
-
-
-def _load_parts(sample: Sample, size: int) -> Parts:
-    image, boxes = fit_to_size(load_image(sample.source), sample.boxes, size)
-    return image, boxes, np.asarray(sample.classes, np.int32).reshape(-1)
-
-
-def prepare(sample: Sample, imgsz: int, rng: np.random.Generator | None = None, *,
-            augmentation: Augmentation | None = None, pool: Sequence[Sample] = (), method: str = "centre_pad",
-            min_box_size: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image (S, S, 3) uint8, boxes (n, 4) xyxy input pixels float32, classes (n,) int32) for one sample.
-
-    rng None or `Augmentation.none()`: no augmentation. Otherwise the steps of the module docstring with
-    `augmentation` (default: the YOLO-NAS recipe), every draw from `rng`; mosaic and mixup take their
-    other images from `pool` (the dataset; default: the sample itself)."""
-    aug = Augmentation() if augmentation is None else augmentation
-    border = aug.border_value
-    if rng is None or aug.is_identity:
-        image = load_image(sample.source)
-        boxes = np.asarray(sample.boxes, np.float64).reshape(-1, 4)
-        classes = np.asarray(sample.classes, np.int32).reshape(-1)
-    else:
-        pool = pool if len(pool) else [sample]
-        image, boxes, classes = _load_parts(sample, imgsz)
-        mosaicked = False
-        if _chance(rng, aug.mosaic_prob):
-            others = [_load_parts(pool[int(i)], imgsz) for i in rng.integers(0, len(pool), 3)]
-            image, boxes, classes = mosaic([(image, boxes, classes)] + others, imgsz, rng, border)
-            mosaicked = True
-        if aug.affine:
-            target = (imgsz, imgsz) if mosaicked else image.shape[:2]
-            image, boxes, classes = random_affine(image, boxes, classes, rng, aug, target)
-        if _chance(rng, aug.channel_swap_prob):
-            image = channel_swap(image)
-        if _chance(rng, aug.hsv_prob):
-            image = hsv_jitter(np.ascontiguousarray(image), rng, aug.hsv_gains)
-        if _chance(rng, aug.flip_prob):
-            image, boxes = horizontal_flip(image, boxes)
-        if _chance(rng, aug.mixup_prob):
-            other = _load_parts(pool[int(rng.integers(0, len(pool)))], imgsz)
-            image, boxes, classes = mixup(image, boxes, classes, other, rng, aug)
-    transform = make_transform(image.shape[:2], method, imgsz)
-    image = transform.apply(np.ascontiguousarray(image), border)
-    top, left = transform.pad[:2]
-    boxes = boxes.astype(np.float32) * np.float32(transform.scale) + np.array([left, top, left, top], np.float32)
-    boxes = np.clip(boxes, 0, imgsz)
-    keep = ((boxes[:, 2] - boxes[:, 0]) >= min_box_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_box_size)
-    return np.ascontiguousarray(image), boxes[keep], classes[keep].astype(np.int32)
-
-
-class Loader:
-    """Batches of a dataset, epoch by epoch; `loader.epoch(e)` iterates one epoch.
-
-    shuffle / augment: training (True) or evaluation (False). augmentation: the `Augmentation` when
-    augmenting (default: super-gradients' YOLO-NAS recipe, `Augmentation()`); augment=False means
-    `Augmentation.none()`. flip (a probability) and hsv (on / off), when given, override the
-    augmentation's flip_prob and hsv_prob. drop_last: only full batches (the default when shuffling, so
-    that the shapes never change); otherwise the last batch is smaller.
-    max_boxes: the padded number of boxes per image; default the most any image has (at least 1) times
-    `augmentation.box_factor` (4 with mosaic, 2 with mixup), capped at MAX_BOXES_CAP unless one image
-    alone has more. An image with more boxes keeps the first max_boxes.
-    """
-
-    def __init__(self, dataset: SampleListDataset, batch_size: int, imgsz: int, *, seed: int = 0,
-                 shuffle: bool = True, augment: bool = True, augmentation: Augmentation | None = None,
-                 drop_last: bool | None = None, max_boxes: int | None = None, method: str = "centre_pad",
-                 flip: float | None = None, hsv: bool | None = None, workers: int = 4, prefetch: int = 2):
-        if batch_size < 1:
-            raise ValueError(f"batch size must be positive, got {batch_size}")
-        if len(dataset) == 0:
-            raise DatasetError(f"{dataset.name}: no images")
-        if augmentation is not None and not isinstance(augmentation, Augmentation):
-            raise TypeError(f"augmentation must be an Augmentation, got {type(augmentation).__name__}")
-        if not augment and augmentation is not None and not augmentation.is_identity:
-            raise ValueError("augment=False contradicts the augmentation given; pass one or the other")
-        self.samples = list(dataset.samples)
-        self.batch_size, self.imgsz, self.seed = batch_size, imgsz, seed
-        self.shuffle, self.augment = shuffle, augment
-        aug = (augmentation or Augmentation()) if augment else Augmentation.none()
-        if augment and flip is not None:
-            aug = dataclasses.replace(aug, flip_prob=float(flip))
-        if augment and hsv is not None:
-            aug = dataclasses.replace(aug, hsv_prob=(aug.hsv_prob or 0.5) if hsv else 0.0)
-        self.augmentation = aug
-        self.drop_last = shuffle if drop_last is None else drop_last
-        if self.drop_last and len(self.samples) < batch_size:
-            raise DatasetError(f"{dataset.name}: {len(self.samples)} images, fewer than one batch of {batch_size}; "
-                               f"lower the batch size")
-        most = max(1, max(len(s.boxes) for s in self.samples))
-        self.max_boxes = max_boxes or min(most * aug.box_factor, max(most, MAX_BOXES_CAP))
-        self.method = method
-        self.workers, self.prefetch = max(1, workers), max(1, prefetch)
-
-    def __len__(self) -> int:
-        n = len(self.samples) / self.batch_size
-        return math.floor(n) if self.drop_last else math.ceil(n)
-
-    def _order(self, epoch: int) -> np.ndarray:
-        if self.shuffle:
-            return np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
-        return np.arange(len(self.samples))
-
-    def _batch(self, epoch: int, positions: np.ndarray, order: np.ndarray) -> Batch:
-        b, m = len(positions), self.max_boxes
-        images = np.empty((b, self.imgsz, self.imgsz, 3), np.float32)
-        boxes = np.zeros((b, m, 4), np.float32)
-        labels = np.zeros((b, m), np.int32)
-        mask = np.zeros((b, m), bool)
-        for row, position in enumerate(positions):
-            rng = np.random.default_rng([self.seed, epoch, int(position)]) if self.augment else None
-            image, image_boxes, classes = prepare(self.samples[order[position]], self.imgsz, rng,
-                                                  augmentation=self.augmentation, pool=self.samples,
-                                                  method=self.method)
-            images[row] = to_unit_float(image)
-            n = min(len(image_boxes), m)
-            boxes[row, :n], labels[row, :n], mask[row, :n] = image_boxes[:n], classes[:n], True
-        return Batch(images, LossTargets(boxes, labels, mask))
-
-    def epoch(self, epoch: int = 0) -> Iterator[Batch]:
-        order = self._order(epoch)
-        starts = range(0, len(self) * self.batch_size, self.batch_size)
-        groups = [np.arange(s, min(s + self.batch_size, len(order))) for s in starts]
-        with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
-            pending: collections.deque = collections.deque()
-            for group in groups:
-                pending.append(pool.submit(self._batch, epoch, group, order))
-                if len(pending) > self.prefetch:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
