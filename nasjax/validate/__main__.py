@@ -1,6 +1,6 @@
-"""`python -m nasjax.validate`: the same as `nasjax validate` (nasjax.cli)."""
+"""`python -m nasjax.validate`: the same as `nasjax val` (nasjax.cli)."""
 import sys
 
 from nasjax.cli import main
 
-main(["validate", *sys.argv[1:]])
+main(["val", *sys.argv[1:]])

@@ -1,6 +1,6 @@
-"""nasjax.coco_metrics: the 80 -> 91 mapping, pycocotools on hand-made cases (checked against pycocotools
-run directly on JSON files), Ultralytics-style matching and P / R (checked against hand computations
-and a brute-force transcription of the definition), and the table."""
+"""nasjax.validate.coco_metrics: the 80 -> 91 mapping, pycocotools on hand-made cases (checked against
+pycocotools run directly on JSON files), evaluate() as a whole, and the table. Ultralytics' matching and
+P / R: ultralytics_metrics_test.py."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,9 @@ import pytest
 
 pytest.importorskip("pycocotools", reason="validation needs the 'data' extra: pip install -e '.[data]'")
 
-from nasjax import coco_metrics as cm
-from weights.coco import COCO_CLASS_NAMES
+from nasjax.validate import coco_metrics as cm
+from nasjax.validate import table
+from nasjax.weights.coco import COCO_CLASS_NAMES
 
 COCO_NAMES = dict(enumerate(COCO_CLASS_NAMES))
 
@@ -167,134 +168,12 @@ def test_bad_inputs():
         cm.EvalImage(0, 10, 10, np.zeros((2, 4)), np.zeros(1), np.zeros((0, 4)), np.zeros(0), np.zeros(0))
 
 
-# --- matching ----------------------------------------------------------------------------------------
-
-
-def test_match_predictions_by_hand():
-    gt_boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], float)
-    gt_classes = np.array([0, 1, 0])
-    preds = np.array([
-        [0, 0, 10, 10],  # p0 exact g0                               → TP at every threshold
-        [0, 0, 10, 10],  # p1 duplicate of g0                        → FP (g0 taken)
-        [20, 20, 30, 32],  # p2 g1 shifted: IoU 100/120 = 0.833      → TP up to 0.80
-        [20, 20, 30, 30],  # p3 exact g1 box, wrong class            → FP
-        [40, 40, 50, 51],  # p4 IoU 100/110 = 0.909 with g2          → TP up to 0.90
-        [40, 40, 50, 50],  # p5 exact g2, listed after p4            → TP at 0.95 only
-    ], float)
-    # p4 keeps g2 although p5 overlaps it more: Ultralytics' second np.unique pass (one prediction per
-    # target) sees the pairs in prediction order, so the earlier prediction (NMS order: the higher
-    # score) wins. COCO's matching, greedy by score, decides the same way here.
-    pred_classes = np.array([0, 0, 1, 0, 0, 0])
-    tp = cm.match_predictions(pred_classes, gt_classes, cm.box_iou(gt_boxes, preds))
-    expected = np.zeros((6, 10), bool)
-    expected[0] = True
-    expected[2, :7] = True  # 0.50 ... 0.80
-    expected[4, :9] = True
-    expected[5, 9] = True
-    np.testing.assert_array_equal(tp, expected)
-    assert cm.match_predictions(np.array([0]), np.zeros(0), np.zeros((0, 1))).shape == (1, 10)
-
-
-def test_box_iou():
-    a = np.array([[0, 0, 10, 10]], float)
-    b = np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 10]], float)
-    np.testing.assert_allclose(cm.box_iou(a, b), [[50 / 150, 0, 1]], atol=1e-6)
-
-
-# --- P and R -----------------------------------------------------------------------------------------
-
-
-def pr(tp, conf, pred_cls, target_cls):
-    tp = np.repeat(np.asarray(tp, bool)[:, None], 10, 1)
-    return cm.ap_per_class(tp, np.asarray(conf, float), np.asarray(pred_cls), np.asarray(target_cls))
-
-
-def test_precision_recall_by_hand_single_class():
-    # 3 targets; predictions TP 0.9, TP 0.85, FP 0.2, TP 0.1. F1 per confidence: below 0.1 every
-    # prediction counts, P = 3/4, R = 3/3, F1 = 6/7; anywhere above 0.1 F1 <= 0.8. The smoothed F1
-    # peaks on that plateau, so P = 0.75, R = 1.
-    result = pr([1, 1, 0, 1], [0.9, 0.85, 0.2, 0.1], [0, 0, 0, 0], [0, 0, 0])
-    assert result.precision == pytest.approx([0.75]) and result.recall == pytest.approx([1.0])
-    assert result.f1 == pytest.approx([6 / 7])
-    assert result.confidence < 0.1
-
-
-def test_precision_recall_by_hand_two_classes():
-    # class 0 as above; class 1: 2 targets, TP 0.9, FP 0.5, TP 0.05 → below 0.05: P 2/3, R 1, F1 0.8,
-    # its maximum. The mean F1 is highest below 0.05, where each class has all its predictions:
-    # P = (3/4 + 2/3) / 2, R = 1.
-    result = pr([1, 1, 0, 1, 1, 0, 1], [0.9, 0.85, 0.2, 0.1, 0.9, 0.5, 0.05], [0, 0, 0, 0, 1, 1, 1],
-                [0, 0, 0, 1, 1])
-    np.testing.assert_allclose(result.precision, [3 / 4, 2 / 3])
-    np.testing.assert_allclose(result.recall, [1, 1])
-    assert result.mean_precision == pytest.approx((3 / 4 + 2 / 3) / 2) and result.mean_recall == pytest.approx(1)
-    # a class with targets but no predictions counts with P = R = 0; predicted classes without targets are ignored
-    result = pr([1, 0], [0.9, 0.8], [0, 5], [0, 3])
-    np.testing.assert_array_equal(result.classes, [0, 3])
-    np.testing.assert_allclose(result.precision, [1, 0]) and np.testing.assert_allclose(result.recall, [1, 0])
-
-
-def brute_force_pr(tp, conf, pred_cls, target_cls):
-    """The definition, point by point: per class and per grid confidence x, precision and recall
-    linearly interpolated between the predictions' confidences (1 and 0 above the highest), mean F1
-    over classes, a centred moving average of 101 points with the ends extended, its first maximum."""
-    grid = [i / 999 for i in range(1000)]
-    classes = sorted(set(int(c) for c in target_cls))
-    curves = []
-    for c in classes:
-        n_targets = sum(int(t) == c for t in target_cls)
-        mine = sorted([(s, t) for s, t, k in zip(conf, tp, pred_cls) if k == c], key=lambda st: -st[0])
-        if not mine:
-            curves.append(([0.0] * 1000, [0.0] * 1000))
-            continue
-        points, n_tp = [], 0
-        for i, (s, t) in enumerate(mine):
-            n_tp += t
-            points.append((s, n_tp / (i + 1), n_tp / (n_targets + 1e-16)))
-
-        def at(x, column, above):
-            if x > points[0][0]:
-                return above
-            if x <= points[-1][0]:
-                return points[-1][column]
-            for (s0, *v0), (s1, *v1) in zip(points, points[1:]):
-                if s1 <= x <= s0:
-                    if s0 == s1:
-                        return v1[column - 1]
-                    w = (s0 - x) / (s0 - s1)
-                    return v0[column - 1] * (1 - w) + v1[column - 1] * w
-            raise AssertionError
-
-        curves.append(([at(x, 1, 1.0) for x in grid], [at(x, 2, 0.0) for x in grid]))
-    f1 = [[2 * p * r / (p + r + 1e-16) for p, r in zip(*curve)] for curve in curves]
-    mean = [sum(col) / len(col) for col in zip(*f1)]
-    padded = [mean[0]] * 50 + mean + [mean[-1]] * 50
-    smoothed = [sum(padded[i: i + 101]) / 101 for i in range(1000)]
-    best = max(range(1000), key=lambda i: (smoothed[i], -i))
-    return [c[0][best] for c in curves], [c[1][best] for c in curves]
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_precision_recall_against_brute_force(seed):
-    rng = np.random.default_rng(seed)
-    n = 40
-    conf = np.round(rng.uniform(0.01, 1, n), 3)  # distinct enough; ties are resolved the same way
-    conf = conf + np.arange(n) * 1e-7
-    pred_cls = rng.integers(0, 3, n)
-    tp = rng.random(n) < 0.5
-    target_cls = rng.integers(0, 4, 25)
-    result = pr(tp, conf, pred_cls, target_cls)
-    p, r = brute_force_pr(tp.astype(int).tolist(), conf.tolist(), pred_cls.tolist(), target_cls.tolist())
-    np.testing.assert_allclose(result.precision, p, atol=1e-9)
-    np.testing.assert_allclose(result.recall, r, atol=1e-9)
-
-
 def test_table():
     ev = cm.evaluate(hand_made_case(), COCO_NAMES)
-    lines = cm.format_table(ev, verbose=True).splitlines()
+    lines = table.format_table(ev, verbose=True).splitlines()
     assert lines[0].split() == ["Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95"]
     assert lines[1].split()[:3] == ["all", "5", "5"]
     assert [line.split()[0] for line in lines[2:]] == ["person", "car"]
     assert lines[2].split()[1:3] == ["2", "2"]  # person: the crowd region in image 4 is no instance
     assert lines[3].split()[1:3] == ["3", "3"]
-    assert len(cm.format_table(ev).splitlines()) == 2
+    assert len(table.format_table(ev).splitlines()) == 2

@@ -5,25 +5,29 @@ before any inference. Model runs use imgsz 160 and batch 2 so that they share on
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REFERENCE_DIR, _load_by_path
-from datasets_test import make_yolo_dataset, mocked_coco, tfds_examples
+from conftest import REFERENCE_DIR, REPO, _load_by_path
 from PIL import Image
 
 pytest.importorskip("pycocotools", reason="validation needs the 'data' extra: pip install -e '.[data]'")
 pytest.importorskip("yaml", reason="the 'data' extra")
 import nasjax
-from nasjax import coco_metrics, datasets, preprocessing
-from nasjax import predict as predict_module
-from nasjax import validate as validate_module
-from nasjax.coco_metrics import COCO80_TO_91
-from nasjax.datasets import DatasetError
-from nasjax.preprocessing import ImageLoadError
-from nasjax.validate import ClassCountMismatchError, validate
-from weights.coco import COCO_CLASS_NAMES
+from nasjax import cli
+import nasjax.data as datasets
+from nasjax.data import DatasetError, preprocessing
+from nasjax.data.coco import COCO80_TO_91
+from nasjax.data.preprocessing import ImageLoadError
+from nasjax.predict import predictor as predict_module
+from nasjax.validate import coco_metrics, predictions
+from nasjax.validate.validator import ClassCountMismatchError, validate
+from nasjax.weights.coco import COCO_CLASS_NAMES
+
+# The dataset builders of the data tests (tests/data is not on sys.path when only tests/validate runs).
+_data_helpers = _load_by_path("validate_datasets_helpers", REPO / "tests/data/datasets_test.py")
+make_yolo_dataset, mocked_coco, tfds_examples = (_data_helpers.make_yolo_dataset, _data_helpers.mocked_coco,
+                                                 _data_helpers.tfds_examples)
 
 cases = _load_by_path("predict_cases", REFERENCE_DIR / "predict_cases.py")
 IMGSZ, BATCH = 160, 2
@@ -187,17 +191,18 @@ def test_cli_errors(tmp_path, capsys):
     yaml_file = coco_dataset(tmp_path, {"1": "0 0.5 x 0.2 0.2\n"})
     (tmp_path / "p.json").write_text("[]")
     with pytest.raises(SystemExit) as info:
-        validate_module.main(["--data", str(yaml_file), "--predictions", str(tmp_path / "p.json")])
-    assert info.value.code == 1
+        cli.main(["val", "--data", str(yaml_file), "--predictions", str(tmp_path / "p.json")])
+    assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "labels/val/1.txt:1: 'x' is not a number" in err
+    assert err.startswith("nasjax val: error: ") and "labels/val/1.txt:1: 'x' is not a number" in err
+    assert err.count("\n") == 1
     with pytest.raises(SystemExit):
-        validate_module.main(["--data", "nonexistent.yaml", "--predictions", str(tmp_path / "p.json")])
+        cli.main(["val", "--data", "nonexistent.yaml", "--predictions", str(tmp_path / "p.json")])
     assert "not found" in capsys.readouterr().err
     # offline: the dataset is checked before any weights are fetched, and the message says what to do
     (tmp_path / "off.yaml").write_text("path: off\nval: images/val\nnames: [a]\ndownload: https://example.invalid/off.zip\n")
     with pytest.raises(SystemExit):
-        validate_module.main(["--data", str(tmp_path / "off.yaml"), "--no-download"])
+        cli.main(["val", "--data", str(tmp_path / "off.yaml"), "--no-download"])
     err = capsys.readouterr().err
     assert "Download https://example.invalid/off.zip" in err and str(tmp_path / "datasets") in err
 
@@ -280,9 +285,11 @@ def test_tfds_mocked_end_to_end(detector, tmp_path):
 def test_cli_on_shared_coco8(shared_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(datasets.DATASETS_DIR_ENV, str(shared_dir / "assets"))
     out_json, pred_json = tmp_path / "metrics.json", tmp_path / "predictions.json"
-    validate_module.main(["--data", "coco8", "--model", "yolo_nas_s", "--random-weights", "--imgsz", str(IMGSZ),
-                          "--batch", str(BATCH), "--verbose", "--json", str(out_json),
-                          "--save-predictions", str(pred_json)])
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["val", "--data", "coco8", "--model", "yolo_nas_s", "--random-weights", "--imgsz", str(IMGSZ),
+                  "--batch", str(BATCH), "--verbose", "--json", str(out_json), "--save-predictions", str(pred_json),
+                  f"save_dir={tmp_path / 'run'}"])
+    assert exit.value.code == 0
     captured = capsys.readouterr()
     assert "random weights" in captured.err
     lines = captured.out.splitlines()
@@ -298,7 +305,9 @@ def test_cli_on_shared_coco8(shared_dir, tmp_path, monkeypatch, capsys):
     assert records and {r["image_id"] for r in records} <= {36, 42, 49, 61} and len(records[0]["bbox"]) == 4
     assert {r["category_id"] for r in records} <= set(COCO80_TO_91)
     # --predictions: no model, same numbers
-    validate_module.main(["--data", "coco8", "--predictions", str(pred_json), "--json", str(tmp_path / "again.json")])
+    with pytest.raises(SystemExit):
+        cli.main(["val", "data=coco8", f"predictions={pred_json}", f"json={tmp_path / 'again.json'}",
+                  f"save_dir={tmp_path / 'run2'}"])
     again = json.loads((tmp_path / "again.json").read_text())
     assert [again[k] for k in coco_metrics.STAT_KEYS] == [metrics[k] for k in coco_metrics.STAT_KEYS]
 
@@ -335,14 +344,14 @@ def test_duplicate_stems(tmp_path):
     (root / "dup.yaml").write_text("val: images/val\nnames: [a, b]\n")
     ds = datasets.load_dataset(root / "dup.yaml")
     assert [s.key for s in ds.samples] == [1, 1]
-    collector = validate_module._Collector(ds)
+    collector = predictions.Collector(ds)
     for s in ds.samples:  # each image gets its own ground truth back as its detection
         xywh = np.concatenate([s.boxes[:, :2], s.boxes[:, 2:] - s.boxes[:, :2]], 1)
         collector.add(s, xywh, np.array([0.9]), s.classes)
     for i, im in enumerate(collector.images):
         im.image_id = i
     ev = coco_metrics.evaluate(collector.images, ds.names, ds.category_ids,
-                               records=validate_module._internal_records(collector.images, collector.records))
+                               records=predictions.internal_records(collector.images, collector.records))
     assert ev.stats["map50_95"] == pytest.approx(1, abs=1e-12)
     (tmp_path / "p.json").write_text("[]")
     with pytest.raises(DatasetError, match="share the image_id '1'"):
