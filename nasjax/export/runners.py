@@ -1,8 +1,11 @@
-"""Run exported models (nasjax/export.py) with the interface of the JAX `Detector`.
+"""Run exported models (written by nasjax.export.exporter) with the batch interface of the JAX network.
 
-    detector = nasjax.load("yolo_nas_s_int8.tflite")     # or a SavedModel directory
-    boxes, scores = detector(images)                      # (B, H, W, 3) float RGB in [0, 1]
-    results = detector.predict("bus.jpg")                 # the same `Results` as the JAX detector
+    model = nasjax.load("yolo_nas_s_int8.tflite")        # or a SavedModel directory
+    boxes, scores = model(images)                         # (B, H, W, 3) float RGB in [0, 1]
+    results = model.predict("bus.jpg")                    # the same `Results` as the JAX model
+
+`load_exported` returns a runner here; `nasjax.load` adds predict / val to it (nasjax.detector), and
+predict and validate call its `batch_size_for` and `detect_batch` (nasjax.model.core.BatchDetector).
 
 TFLite files run in the LiteRT interpreter (`ai_edge_litert`, through the signature runner: outputs are
 read by name); SavedModels in TensorFlow. What the host adds, so that every export gives the same
@@ -12,9 +15,12 @@ read by name); SavedModels in TensorFlow. What the host adds, so that every expo
   uint8 pixels themselves;
 * a fixed export batch: inputs are split into chunks of it and the last chunk is padded;
 * the decode tail of INT8 models exported with `int8_tail="host"` (DFL softmax + integral and
-  sigmoid, in float32, in JAX: the same code as the model's own head);
-* NMS: the jitted nasjax/nms.py on the host (the same function predict() uses) unless the SavedModel
-  has NMS inside with the same settings, or `nms="tflite"` asks for the exported `<name>_nms.tflite`.
+  sigmoid, in float32, in JAX: the same code as the model's own head; docs/export.md#host-tail);
+* NMS: nasjax.model.nms jitted on the host (the same function predict() uses) unless the SavedModel
+  has NMS inside with the same `NMSSettings`, or `nms="tflite"` asks for the exported
+  `<name>_nms.tflite` (docs/export.md#nms).
+
+Outputs are read by name from the `serving_default` signature (docs/export.md#output-names).
 """
 from __future__ import annotations
 
@@ -28,19 +34,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.configs import VARIANTS, get_config
-from nasjax.model import box_decoding
-from nasjax.model import nms
-from nasjax.model.nms import NMSSettings
 from nasjax.data import preprocessing
-from nasjax.model.core import check_images
-from nasjax.export.exporter import (
+from nasjax.export.metadata import (
     DETECTION_OUTPUTS,
+    INPUT_NAME,
     METADATA_FORMAT,
     SIGNATURE,
     TFLITE_METADATA_NAME,
     metadata_path,
-    read_tflite_metadata,
+    nms_settings_of,
 )
+from nasjax.export.tflite import read_metadata as read_tflite_metadata
+from nasjax.model import box_decoding, nms
+from nasjax.model.core import check_images
+from nasjax.model.nms import NMSSettings
+from nasjax.weights.registry import COCO_PREPROCESSING, Preprocessing
 
 
 class ExportedModelError(ValueError):
@@ -59,7 +67,7 @@ def read_export_metadata(path: str | os.PathLike) -> dict[str, Any]:
         text = data.decode() if data is not None else None
     if text is None:
         raise ExportedModelError(f"{path} has no nasjax export metadata ({sidecar} or a '{TFLITE_METADATA_NAME}' "
-                                 "TFLite metadata entry); export it with python -m nasjax.export")
+                                 "TFLite metadata entry); export it with nasjax export / model.export()")
     try:
         info = json.loads(text)
     except json.JSONDecodeError as e:
@@ -107,8 +115,12 @@ class ExportedDetector:
         self.path = Path(path)
         self.metadata = metadata if metadata is not None else read_export_metadata(path)
         m = self.metadata
-        base = m.get("config", {})
-        self.config = get_config(m["variant"], num_classes=int(m["num_classes"]), **base)
+        base = m.get("config") or {}  # the weights' pre-processing numbers (older files: the same keys)
+        self.config = get_config(m["variant"], num_classes=int(m["num_classes"]))
+        size = int(base.get("input_size", COCO_PREPROCESSING.input_size))
+        self.preprocessing = Preprocessing(
+            resize_longest_side=int(base.get("resize_longest_side", COCO_PREPROCESSING.resize_longest_side)),
+            pad_to=(size, size), pad_value=int(base.get("pad_value", COCO_PREPROCESSING.pad_value)))
         self.class_names = list(m["class_names"]) if m.get("class_names") else None
         self.imgsz = tuple(m["imgsz"])
         self.batch = m.get("batch")  # None: any batch
@@ -117,7 +129,8 @@ class ExportedDetector:
         self.uint8_input = m["input"]["dtype"] == "uint8"
         self.output_names = tuple(m["outputs"])
         self.host_tail = "reg_distri" in self.output_names
-        self.graph_nms = m.get("nms") if m.get("model_format") == "saved_model" else None
+        # The NMS settings baked into a SavedModel's graph (None: no NMS inside).
+        self.graph_nms = nms_settings_of(m.get("nms")) if m.get("model_format") == "saved_model" else None
 
     @property
     def num_classes(self) -> int:
@@ -179,11 +192,10 @@ class ExportedDetector:
             inputs = images
         return self._decoded(self.outputs(inputs))
 
-    def _nms_in_graph(self, options: dict) -> bool:
-        g = self.graph_nms
-        return bool(g) and all(
-            (np.float32(g[k]) == np.float32(v)) if k in ("conf", "iou") else g[k] == v for k, v in options.items()
-        )
+    def _nms_in_graph(self, settings: NMSSettings) -> bool:
+        """The graph's own NMS gives these settings' detections: the same static settings and the same
+        float32 thresholds."""
+        return _same_nms(self.graph_nms, settings, thresholds=True)
 
     def batch_size_for(self, requested: int) -> int:
         """The exported batch when the file has a fixed one, else `requested`."""
@@ -198,11 +210,10 @@ class ExportedDetector:
         if images.dtype != np.uint8 or images.ndim != 4:
             raise TypeError(f"detect_batch takes (B, H, W, 3) uint8 images, got {images.dtype} {images.shape}")
         self._check_size(images.shape)
-        options = settings.to_dict()
         outputs = self.outputs(self._encode(images))
-        if self._nms_in_graph(options):
+        if self._nms_in_graph(settings):
             return nms.Detections(*(outputs[k] for k in DETECTION_OUTPUTS))
-        detections = self._exported_nms(outputs, options)
+        detections = self._exported_nms(outputs, settings)
         if detections is not None:
             return detections
         names = ("reg_distri", "cls_logits") if self.host_tail else ("boxes", "scores")
@@ -211,7 +222,8 @@ class ExportedDetector:
                                       host_tail=self.host_tail, **self._tail_options(), **settings.static())
         return jax.device_get(detections)
 
-    def _exported_nms(self, outputs, options) -> nms.Detections | None:
+    def _exported_nms(self, outputs, settings: NMSSettings) -> nms.Detections | None:
+        """Detections from an exported NMS graph when one is in use and fits `settings`, else None."""
         return None
 
     def check_predict_options(self, options: dict) -> None:
@@ -237,7 +249,7 @@ class TFLiteDetector(ExportedDetector):
     """A .tflite export run by the LiteRT interpreter.
 
     num_threads: interpreter threads (default: the interpreter's own choice).
-    nms: "host" (default: nasjax/nms.py jitted on the host, bit-identical to predict on the JAX model)
+    nms: "host" (default: nasjax.model.nms jitted on the host, bit-identical to predict on the JAX model)
         or "tflite" (the exported `<name>_nms.tflite`, when it exists and its settings match the call).
     """
 
@@ -256,9 +268,9 @@ class TFLiteDetector(ExportedDetector):
         self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
         self.runner = self._signature_runner(self.interpreter, self.path)
         inputs = self.runner.get_input_details()
-        if set(inputs) != {"images"}:
-            raise ExportedModelError(f"{self.path}: expected one input 'images', got {sorted(inputs)}")
-        details = inputs["images"]
+        if set(inputs) != {INPUT_NAME}:
+            raise ExportedModelError(f"{self.path}: expected one input '{INPUT_NAME}', got {sorted(inputs)}")
+        details = inputs[INPUT_NAME]
         self.batch = int(details["shape"][0])
         self._check_input(details)
         missing = set(self.output_names) - set(self.runner.get_output_details())
@@ -275,6 +287,7 @@ class TFLiteDetector(ExportedDetector):
             self._nms_interpreter = Interpreter(model_path=str(self.nms_model), num_threads=num_threads)
             self._nms_runner = self._signature_runner(self._nms_interpreter, self.nms_model)
             self._nms_info = json.loads(read_tflite_metadata(self.nms_model) or b"{}")
+            self._nms_baked = nms_settings_of(self._nms_info.get("nms"))
 
     @staticmethod
     def _signature_runner(interpreter, path):
@@ -300,11 +313,9 @@ class TFLiteDetector(ExportedDetector):
         outputs = self.runner(images=np.ascontiguousarray(inputs))
         return {k: _dequantized(v, self.runner.get_output_details()[k]) for k, v in outputs.items()}
 
-    def _exported_nms(self, outputs, options) -> nms.Detections | None:
-        if self._nms_runner is None:
-            return None
-        baked = self._nms_info.get("nms", {})
-        if any(baked.get(k) != options[k] for k in ("top_k", "max_det", "multi_label", "agnostic")):
+    def _exported_nms(self, outputs, settings: NMSSettings) -> nms.Detections | None:
+        # conf and iou are inputs of the NMS graph; the static settings are baked in.
+        if self._nms_runner is None or not _same_nms(self._nms_baked, settings, thresholds=False):
             return None
         boxes, scores = self._decoded(outputs)
         parts = []
@@ -315,10 +326,19 @@ class TFLiteDetector(ExportedDetector):
                 b = np.concatenate([b, np.zeros((self.batch - n, *b.shape[1:]), b.dtype)])
                 s = np.concatenate([s, np.zeros((self.batch - n, *s.shape[1:]), s.dtype)])
             out = self._nms_runner(boxes=np.ascontiguousarray(b, np.float32),
-                                   scores=np.ascontiguousarray(s, np.float32), conf=np.float32(options["conf"]),
-                                   iou=nms.iou_compare_threshold(options["iou"]))
+                                   scores=np.ascontiguousarray(s, np.float32), conf=np.float32(settings.conf),
+                                   iou=nms.iou_compare_threshold(settings.iou))
             parts.append([out[k][:n] for k in DETECTION_OUTPUTS])
         return nms.Detections(*(np.concatenate(p) for p in zip(*parts)))
+
+
+def _same_nms(baked: NMSSettings | None, settings: NMSSettings, thresholds: bool) -> bool:
+    """`baked` (an export's NMS settings) gives `settings`' detections: equal static settings and, with
+    `thresholds`, equal float32 conf and iou."""
+    if baked is None or baked.static() != settings.static():
+        return False
+    return not thresholds or (np.float32(baked.conf) == np.float32(settings.conf)  # the graph's comparisons
+                              and nms.iou_compare_threshold(baked.iou) == nms.iou_compare_threshold(settings.iou))
 
 
 def _dequantized(value: np.ndarray, details: dict) -> np.ndarray:
@@ -335,7 +355,7 @@ class SavedModelDetector(ExportedDetector):
 
     def __init__(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None):
         super().__init__(path, metadata)
-        from nasjax.export.exporter import import_tf
+        from nasjax.export.versions import import_tf
 
         tf = import_tf()
         self._tf = tf
@@ -358,7 +378,8 @@ def is_saved_model(path: str | os.PathLike) -> bool:
 
 
 def load_exported(path: str | os.PathLike, **options) -> ExportedDetector:
-    """A runner for a .tflite file or a SavedModel directory written by nasjax.export."""
+    """A runner for a .tflite file or a SavedModel directory written by nasjax.export (options: those of
+    `TFLiteDetector` or `SavedModelDetector`)."""
     path = Path(path)
     if path.suffix.lower() == ".tflite":
         return TFLiteDetector(path, **options)
