@@ -28,19 +28,14 @@ it (task-aligned from the first epoch).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nasjax.data.targets import LossTargets
 from nasjax.train.assigners import atss_assign, task_aligned_assign
-
-
-class LossTargets(NamedTuple):
-    boxes: jax.Array  # (B, M, 4) xyxy pixels
-    labels: jax.Array  # (B, M) int32
-    mask: jax.Array  # (B, M) bool
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasjax.loss import (
+from nasjax.train.loss import (
     LossTargets,
     PPYoloELoss,
     num_anchors_list_from_strides,
@@ -16,9 +16,9 @@ from nasjax.loss import (
     static_assigner_for_epoch,
     targets_from_flat,
 )
-from nasjax.models import YoloNASOutput
+from nasjax.model.yolo_nas import YoloNASOutput
 
-REFERENCE = np.load(Path(__file__).resolve().parent / "reference" / "loss_reference.npz")
+REFERENCE = np.load(Path(__file__).resolve().parents[1] / "reference" / "loss_reference.npz")
 BATCH = REFERENCE["cls_logits"].shape[0]
 LEVELS = tuple(int(n) for n in REFERENCE["num_anchors_list"])
 TERMS = ("loss_cls", "loss_iou", "loss_dfl", "loss")

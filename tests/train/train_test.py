@@ -1,6 +1,9 @@
-"""nasjax.train on a tiny generated YOLO-format dataset: the loss falls, checkpoints load, bad data fails clearly."""
+"""nasjax.train on a tiny generated YOLO-format dataset: the loss falls, checkpoints load, a run resumes
+exactly from its run.json, a finished run fine-tunes further, every model source trains, bad input fails
+clearly (docs/training.md)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,8 +18,9 @@ from flax import nnx
 from PIL import Image
 
 import nasjax
-from nasjax.datasets import DatasetError
-from nasjax.input_pipeline import Augmentation, Loader, load_split
+import torch_files
+from nasjax.data import DatasetError
+from nasjax.data import Augmentation, Loader, load_split
 from nasjax.train import TrainingError, train
 
 COLOURS = [(230, 40, 40), (40, 60, 230)]
@@ -76,7 +80,7 @@ def test_class_beyond_names_is_a_clear_error(tmp_path):
 
 
 def test_pretrained_transfer_keeps_only_mismatched_head():
-    from nasjax.train import transfer_matching
+    from nasjax.train.initial import transfer_matching
 
     source = nasjax.build("yolo_nas_s", form="training", num_classes=80, seed=1)
     target = nasjax.build("yolo_nas_s", form="training", num_classes=2, seed=0)
@@ -87,9 +91,11 @@ def test_pretrained_transfer_keeps_only_mismatched_head():
     np.testing.assert_array_equal(copied[path][...], dict(nnx.to_flat_state(source.variables))[path][...])
 
 
-# ---- issue 7: the whole trainer -------------------------------------------------------------------------
-# One module-scoped set of runs (compiling the step dominates; `cached_train_step` lets the three runs
-# share one compilation): A trains 2 epochs straight; B stops after epoch 1 (max_steps) and is resumed.
+# ---- the whole trainer (docs/training.md) ---------------------------------------------------------------
+# One module-scoped set of runs (compiling the step dominates; `cached_train_step` lets the runs share one
+# compilation): A trains 4 epochs straight; B stops after epoch 2 (max_steps) and is resumed with nothing
+# but resume=True and where the run is. Every setting in RUN but seed is not the default, so a resume
+# that fell back to the defaults (10 epochs, batch 16, 640 px, lr 2e-4, ...) would not end where A does.
 # ATSS throughout: it assigns targets from step 0, so the loss measures learning from the start (the
 # task-aligned assigner assigns little to a model at its initial 0.01 prior, and its loss rises at first).
 RUN = dict(epochs=4, batch=4, imgsz=64, lr=1e-3, warmup_steps=0, seed=0, workers=2, progress=False,
@@ -103,8 +109,10 @@ def runs(tmp_path_factory):
     project = root / "runs"
     a = train(data, "yolo_nas_s", project=project, name="a", **RUN)
     b_first = train(data, "yolo_nas_s", project=project, name="b", max_steps=8, **RUN)
-    b_resumed = train(data, "yolo_nas_s", project=project, name="b", resume=True, **RUN)
-    return {"data": data, "project": project, "a": a, "b_first": b_first, "b_resumed": b_resumed}
+    b_run_json = (project / "b" / "run.json").read_text()
+    b_resumed = train(resume=True, project=project, name="b")
+    return {"data": data, "project": project, "a": a, "b_first": b_first, "b_resumed": b_resumed,
+            "b_run_json": b_run_json}
 
 
 def test_train_loss_falls_and_checkpoints_load(runs):
@@ -126,49 +134,145 @@ def test_train_loss_falls_and_checkpoints_load(runs):
     assert 0.0 <= record["map50_95"] <= record["map50"] <= 1.0
     best = json.loads((run / "results.json").read_text())
     assert best["best_metric"] == "map50_95" and best["best_value"] == max(r["map50_95"] for r in a["history"])
-    detector = nasjax.load(run / "last")
+    saved = json.loads((run / "run.json").read_text())
+    assert saved["config"] == a["config"].to_dict() and saved["config"]["lr"] == 1e-3
+    assert (saved["model"], saved["variant"], saved["class_names"]) == ("yolo_nas_s", "yolo_nas_s", ["red", "blue"])
+    assert saved["data"] == str(runs["data"])
+    detector = nasjax.load(run / "last")  # saved in the training form, fused when loaded for inference
     assert detector.form == "full" and detector.num_classes == 2 and detector.class_names == ["red", "blue"]
     boxes, scores = detector(np.zeros((1, 64, 64, 3), np.float32))
     assert boxes.shape[-1] == 4 and scores.shape[-1] == 2 and np.isfinite(np.asarray(scores)).all()
+    assert nasjax.load(run / "last", fuse=False).form == "training"
 
 
-def test_resume_continues_exactly(runs):
+def test_resume_continues_exactly_from_run_json(runs):
+    """The regression test for resuming: B was started with non-default epochs, batch, imgsz, lr, warm-up,
+    augmentation and assigner, stopped after its second epoch, and resumed with nothing but resume=True
+    and project / name: it ends with A's losses and weights, and its run.json is untouched."""
     a, first, resumed = runs["a"], runs["b_first"], runs["b_resumed"]
     assert len(first["history"]) == 2 and len(first["step_losses"]) == 8
     assert len(resumed["step_losses"]) == 8 and [r["epoch"] for r in resumed["history"]] == [1, 2, 3, 4]
+    assert resumed["config"] == dataclasses.replace(first["config"], max_steps=None)
+    assert (runs["project"] / "b" / "run.json").read_text() == runs["b_run_json"]
     # Same batches, schedule, optimizer state and EMA: the resumed run ends where the straight run does.
     np.testing.assert_allclose(resumed["step_losses"], a["step_losses"][8:], rtol=1e-5)
-    straight = dict(nnx.to_flat_state(nasjax.load(a["last"]).variables))
-    for path, leaf in nnx.to_flat_state(nasjax.load(resumed["last"]).variables):
+    straight = dict(nnx.to_flat_state(nasjax.load(a["last"], fuse=False).variables))
+    for path, leaf in nnx.to_flat_state(nasjax.load(resumed["last"], fuse=False).variables):
         np.testing.assert_allclose(leaf[...], straight[path][...], rtol=1e-5, atol=1e-6, err_msg=str(path))
 
 
-def test_new_run_never_overwrites_an_old_one(runs, tmp_path):
-    from nasjax.train import run_directory
-
+def test_resume_finds_the_latest_run_and_keeps_its_settings(runs):
     project = runs["project"]
-    assert run_directory(project, "a", resume=False, exist_ok=False) == project / "a2"
-    assert run_directory(project, "a", resume=False, exist_ok=True) == project / "a"
-    assert run_directory(project, None, resume=False, exist_ok=False) == project / "exp"
-    assert run_directory(project, None, resume=True, exist_ok=False) in (project / "a", project / "b")
+    # Without a name: the most recently written run under project (B); it has finished its 4 epochs.
+    with pytest.raises(TrainingError, match=f"{project / 'b'} has finished all 4 epochs; give a larger epochs"):
+        train(resume=True, project=project)
+    # The saved value given again is fine; another one is an error that names the setting.
+    with pytest.raises(TrainingError, match="has finished all 4 epochs"):
+        train(resume=True, project=project, name="a", lr=1e-3, batch=4)
+    with pytest.raises(TrainingError, match=r"resume: lr cannot change on resume .* lr=0.001, got 0.5.*epochs"):
+        train(resume=True, project=project, name="a", lr=0.5)
+    with pytest.raises(TrainingError, match="resume: dtype cannot change on resume"):
+        train(resume=True, project=project, name="a", dtype="bfloat16")
 
 
 def test_resume_bad_cases_are_clear_errors(runs, tmp_path):
     data, project = runs["data"], runs["project"]
-    with pytest.raises(TrainingError, match="trains model yolo_nas_s, not yolo_nas_m.*another variant"):
-        train(data, "yolo_nas_m", project=project, name="a", resume=True, **RUN)
+    with pytest.raises(TrainingError, match="trains model yolo_nas_s, not yolo_nas_m; the model cannot change"):
+        train(data, "yolo_nas_m", project=project, name="a", resume=True)
     with pytest.raises(TrainingError, match="no run with a training state"):
-        train(data, "yolo_nas_s", project=tmp_path / "empty", resume=True, **RUN)
+        train(data, "yolo_nas_s", project=tmp_path / "empty", resume=True)
     with pytest.raises(TrainingError, match="has no training state"):
-        train(data, "yolo_nas_s", project=tmp_path, name="nothing", resume=True, **RUN)
+        train(data, "yolo_nas_s", project=tmp_path, name="nothing", resume=True)
     other = make_dataset(tmp_path / "other", n=4)
     other.write_text(other.read_text().replace("1: blue", "1: green"))
     with pytest.raises(TrainingError, match="trains classes"):
-        train(other, "yolo_nas_s", project=project, name="a", resume=True, **RUN)
+        train(other, project=project, name="a", resume=True)
+    with pytest.raises(TrainingError, match="data is required"):
+        train(project=tmp_path)
+
+
+def test_fine_tune_a_finished_run_from_best(runs):
+    """A finished run's best/ holds the training form, so it starts a new run, as Ultralytics' best.pt."""
+    from nasjax.train.initial import initial_model
+
+    a, best = runs["a"], runs["a"]["best"]
+    module = initial_model(best, 2, pretrained=False, seed=0)
+    expected = dict(nnx.to_flat_state(nasjax.load(best, fuse=False).variables))
+    for path, leaf in nnx.to_flat_state(nnx.state(module)):
+        np.testing.assert_array_equal(leaf[...], expected[path][...], err_msg=str(path))
+    tuned = train(runs["data"], best, project=runs["project"].parent / "tuned", max_steps=4, **RUN)
+    assert json.loads((tuned["project"] / "run.json").read_text())["model"] == str(best)
+    assert len(tuned["step_losses"]) == 4 and tuned["step_losses"] != a["step_losses"][:4]
+    assert nasjax.load(tuned["last"], fuse=False).form == "training"  # and so on, run after run
+
+
+def _training_state_dict(seed: int, form: str = "training"):
+    from nasjax.model.deterministic_weights import deterministic_state_dict
+    from nasjax.model.state_dict import reference_key_shapes
+
+    return deterministic_state_dict(reference_key_shapes("yolo_nas_s", form, 2), seed, "scratch")
+
+
+def _source(kind: str, runs, tmp_path):
+    """(a model source of this kind, the training-form variables training must start from)."""
+    from nasjax.loading.checkpoint import save_detector
+
+    if kind == "name":
+        return "yolo_nas_s", nasjax.build("yolo_nas_s", form="training", num_classes=2, init="scratch").variables
+    if kind in ("pth", "safetensors"):
+        state_dict = _training_state_dict(7)
+        path = tmp_path / f"weights.{kind}"
+        if kind == "pth":
+            torch_files.save_checkpoint(path, state_dict)  # a super-gradients training checkpoint ("net")
+        else:
+            torch_files.save_safetensors(path, state_dict)
+        return path, nasjax.from_state_dict(state_dict, form=None).variables
+    if kind == "converted_dir":
+        network = nasjax.build("yolo_nas_s", form="training", num_classes=2, seed=8)
+        save_detector(network, tmp_path / "converted")
+        return tmp_path / "converted", network.variables
+    if kind == "run_last":
+        return runs["a"]["last"], nasjax.load(runs["a"]["last"], fuse=False).variables
+    if kind == "detector":
+        detector = nasjax.load(runs["a"]["last"], fuse=False)
+        return detector, detector.variables
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["name", "pth", "safetensors", "converted_dir", "run_last", "detector"])
+def test_train_starts_from_every_model_source(kind, runs, tmp_path):
+    """Every source the other commands accept: its training-form weights are where training starts; then
+    one step of training at 64 px."""
+    from nasjax.train.initial import initial_model
+
+    source, expected = _source(kind, runs, tmp_path)
+    module = initial_model(source, 2, pretrained=False, seed=0)
+    expected = dict(nnx.to_flat_state(expected))
+    got = list(nnx.to_flat_state(nnx.state(module)))
+    assert len(got) == len(expected)
+    for path, leaf in got:
+        np.testing.assert_array_equal(np.asarray(leaf[...]), np.asarray(expected[path][...]), err_msg=str(path))
+    options = dict(project=tmp_path / "runs", max_steps=1, val=False, plot=False, **RUN)
+    result = source.train(runs["data"], **options) if kind == "detector" else train(runs["data"], source, **options)
+    assert result["project"] == tmp_path / "runs" / "train"
+    assert len(result["step_losses"]) == 1 and np.isfinite(result["step_losses"][0])
+
+
+def test_fused_sources_cannot_be_trained(runs, tmp_path):
+    from nasjax.loading.checkpoint import save_detector
+
+    fused_file = torch_files.save_safetensors(tmp_path / "fused.safetensors", _training_state_dict(3, "full"))
+    fused_dir = save_detector(nasjax.build("yolo_nas_s", num_classes=2), tmp_path / "fused_dir")
+    for source in (fused_file, fused_dir, nasjax.load(runs["a"]["best"])):
+        with pytest.raises(TrainingError, match=r"fused \('full' form\) and cannot be trained.*fuse=False"):
+            train(runs["data"], source, project=tmp_path / "runs", **RUN)
+    assert not (tmp_path / "runs").exists()  # nothing written for a run that could not start
+    with pytest.raises(FileNotFoundError, match="neither an existing file"):
+        train(runs["data"], tmp_path / "missing.pt", project=tmp_path / "runs", **RUN)
 
 
 def test_out_of_memory_is_a_clear_error(runs, monkeypatch):
-    import nasjax.train as training
+    import nasjax.train.trainer as training
 
     def exhausted(*args, **kwargs):
         def step(*a, **k):
@@ -181,7 +285,7 @@ def test_out_of_memory_is_a_clear_error(runs, monkeypatch):
 
 
 def test_batch_must_split_over_devices():
-    from nasjax.train import check_batch_split
+    from nasjax.train.trainer import check_batch_split
 
     mesh = jax.sharding.Mesh(np.asarray(jax.devices() * 1), ("data",))
     check_batch_split(3, mesh)  # one device: any batch
@@ -204,15 +308,18 @@ def test_bad_settings_are_clear_errors(tmp_path):
 
 
 def test_cli_bad_input_exits_2_with_message(tmp_path, capsys):
-    from nasjax.train import main
+    from nasjax.cli import main
 
     data = make_dataset(tmp_path / "d", labels=False)
-    assert main(["--data", str(data), "--project", str(tmp_path / "p"), "--imgsz", "64"]) == 2
-    assert "no labelled boxes" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit:
+        main(["train", f"data={data}", f"project={tmp_path / 'p'}", "imgsz=64"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nasjax train: error: ") and "no labelled boxes" in err and err.count("\n") == 1
 
 
 def test_initial_model_from_a_training_form_detector():
-    from nasjax.train import initial_model
+    from nasjax.train.initial import initial_model
 
     source = nasjax.build("yolo_nas_s", form="training", num_classes=2, seed=5)
     module = initial_model(source, 2, pretrained=False, seed=0)
@@ -222,7 +329,7 @@ def test_initial_model_from_a_training_form_detector():
 
 
 def test_scratch_init_is_pytorch_default_with_class_prior():
-    from nasjax.deterministic_weights import PRIOR_CLS_BIAS, scratch_tensor
+    from nasjax.model.deterministic_weights import PRIOR_CLS_BIAS, scratch_tensor
 
     kernel = scratch_tensor("backbone.stem.conv.branch_3x3.conv.weight", (48, 3, 3, 3))
     assert np.abs(kernel).max() <= 1 / np.sqrt(27) and kernel.std() > 0.5 / np.sqrt(27) / np.sqrt(3)
@@ -240,10 +347,13 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 import jax, jax.numpy as jnp, numpy as np, optax
 jax.config.update("jax_enable_x64", True)  # float64 compute: what is left is the split, not rounding
 from flax import nnx
-from nasjax import train as T
-from nasjax.loss import LossTargets, PPYoloELossConfig
+from nasjax.data.targets import LossTargets
+from nasjax.train import step as T
+from nasjax.train.initial import initial_model
+from nasjax.train.loss import PPYoloELossConfig
+from nasjax.utils.devices import global_data_mesh
 assert len(jax.devices()) == 2
-module = T.initial_model("yolo_nas_s", 3, pretrained=False, seed=0)
+module = initial_model("yolo_nas_s", 3, pretrained=False, seed=0)
 module.train()
 graphdef, params, rest = nnx.split(module, nnx.Param, ...)
 rng = np.random.default_rng(0)
@@ -255,7 +365,7 @@ targets = LossTargets(np.concatenate([xy, xy + rng.uniform(8, 24, (4, 3, 2)).ast
 # (Adam's first step is lr * sign(g), which turns rounding noise in near-zero gradients into +-lr).
 optimizer = optax.sgd(0.05)
 def run(devices, dtype):
-    mesh = T.data_mesh(devices)
+    mesh = global_data_mesh(devices)
     step = T.make_train_step(graphdef, optimizer, PPYoloELossConfig(use_static_assigner=True), 0.9,
                              compute_dtype=dtype, mesh=mesh)
     state = T.State(params, rest, optimizer.init(params), params, rest, jnp.zeros((), jnp.int32))
@@ -297,7 +407,7 @@ def test_data_parallel_equals_one_device_and_bfloat16_is_close(tmp_path):
     script.write_text(MULTI_DEVICE)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=900,
-                          cwd=Path(__file__).resolve().parents[1])
+                          cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
