@@ -5,22 +5,22 @@
 #   NASJAX_DATASETS_DIR=../shared/assets bash examples/train_coco128.sh [RUN_DIR] [IMGSZ] [EPOCHS]
 #
 # COCO128's train and val splits are the same 128 images, so the mAP says how well the model fits them,
-# not how it generalises. On the 2-core CPU of the issue-7 note (no GPU lent): IMGSZ 256, 30 epochs,
-# ~30 min; on a GPU use 640 and more epochs. The INT8 model is calibrated on the same images.
+# not how it generalises. On a 2-core CPU (no GPU): IMGSZ 256, 30 epochs, ~30 min; on a GPU use 640
+# and more epochs. The INT8 model is calibrated on the same images.
 set -euo pipefail
 RUN_DIR=${1:-runs/coco128}
 IMGSZ=${2:-256}
 EPOCHS=${3:-30}
-PY=${PYTHON:-python}
+NASJAX=${NASJAX:-nasjax}
 
-$PY -m nasjax.train --data coco128 --model yolo_nas_s --epochs "$EPOCHS" --batch 8 --imgsz "$IMGSZ" \
-    --lr 1e-3 --warmup-steps 50 --augment light --project "$RUN_DIR" --name s$IMGSZ --exist-ok --workers 2
+$NASJAX train data=coco128 model=yolo_nas_s epochs="$EPOCHS" batch=8 imgsz="$IMGSZ" \
+    lr=1e-3 warmup_steps=50 augment=light project="$RUN_DIR" name=s$IMGSZ exist_ok=true workers=2
 BEST="$RUN_DIR/s$IMGSZ/best"
-$PY -m nasjax.export --model "$BEST" --format tflite --imgsz "$IMGSZ" --output "$RUN_DIR/s$IMGSZ.tflite"
-$PY -m nasjax.export --model "$BEST" --format tflite --int8 --data coco128 --calib-images 128 \
-    --imgsz "$IMGSZ" --output "$RUN_DIR/s${IMGSZ}_int8.tflite"
+$NASJAX export model="$BEST" format=tflite imgsz="$IMGSZ" output="$RUN_DIR/s$IMGSZ.tflite"
+$NASJAX export model="$BEST" format=tflite int8=true data=coco128 calib_images=128 \
+    imgsz="$IMGSZ" output="$RUN_DIR/s${IMGSZ}_int8.tflite"
 for MODEL in "$BEST" "$RUN_DIR/s$IMGSZ.tflite" "$RUN_DIR/s${IMGSZ}_int8.tflite"; do
     echo "== $MODEL"
-    $PY -m nasjax.validate --model "$MODEL" --data coco128 --imgsz "$IMGSZ" --batch 8 \
-        --json "$MODEL.metrics.json"
+    $NASJAX val model="$MODEL" data=coco128 imgsz="$IMGSZ" batch=8 json="$MODEL.metrics.json" \
+        project="$RUN_DIR" name=val exist_ok=true
 done

@@ -1,10 +1,9 @@
-"""`python -m converters SRC -o OUT_DIR`: end to end in a subprocess, and its errors (exit status 2,
-one line, no traceback)."""
+"""`nasjax convert SRC -o OUT_DIR` (and `python -m nasjax.converters`): end to end in a subprocess, and
+its errors (exit status 2, one line, no traceback)."""
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +14,13 @@ import torch
 from flax import nnx
 
 import nasjax
-from converters.__main__ import main
-from converters.state_dict import reference_key_shapes
-from nasjax.checkpoint import METADATA_FILE
-from nasjax.deterministic_weights import deterministic_state_dict
-from weights import COCO_CLASS_NAMES
+from nasjax.cli import main as cli_main
+from nasjax.model.state_dict import reference_key_shapes
+from nasjax.loading.checkpoint import METADATA_FILE
+from nasjax.model.deterministic_weights import deterministic_state_dict
+from nasjax.weights import COCO_CLASS_NAMES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def save_state_dict(path: Path, variant: str, form: str) -> Path:
@@ -40,11 +39,17 @@ def fused_file(tmp_path_factory):
     return save_state_dict(tmp_path_factory.mktemp("src") / "yolo_nas_s_fused.pth", "yolo_nas_s", "full")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "converters", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=300
-    )
+def main(argv) -> int:
+    try:
+        cli_main(["convert", *argv])
+    except SystemExit as exit:
+        return exit.code
+    raise AssertionError("the CLI returned without SystemExit")
+
+
+def run_cli(*args: str, module: str = "nasjax") -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "nasjax", "convert"] if module == "nasjax" else [sys.executable, "-m", module]
+    return subprocess.run([*command, *args], capture_output=True, text=True, cwd=REPO.parent, timeout=300)
 
 
 def test_end_to_end(training_file, tmp_path):
@@ -71,7 +76,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
     html.write_text("<!DOCTYPE html><html><body>Not Found</body></html>")
     result = run_cli(str(html), "-o", str(tmp_path / "out"))
     assert result.returncode == 2
-    assert result.stderr.startswith("error: ") and "HTML page" in result.stderr
+    assert result.stderr.startswith("nasjax convert: error: ") and "HTML page" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
 
@@ -79,7 +84,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
 def error_of(capsys, *args) -> str:
     assert main(list(args)) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1
+    assert err.startswith("nasjax convert: error: ") and err.count("\n") == 1
     return err
 
 
@@ -90,7 +95,7 @@ def test_missing_source(capsys, tmp_path):
 
 def test_fusion_cannot_be_undone(capsys, fused_file, tmp_path):
     err = error_of(capsys, str(fused_file), "-o", str(tmp_path / "out"), "--form", "training")
-    assert "full-form" in err and "fusion cannot be undone" in err and "--form full" in err
+    assert "full-form" in err and "fusion cannot be undone" in err and "form=full" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -113,6 +118,12 @@ def test_training_form_on_request(capsys, training_file, tmp_path):
 
 
 def test_unknown_form_is_a_usage_error(tmp_path, training_file):
-    with pytest.raises(SystemExit) as info:
-        main([str(training_file), "-o", str(tmp_path / "out"), "--form", "fused"])
-    assert info.value.code == 2
+    assert main([str(training_file), "-o", str(tmp_path / "out"), "--form", "fused"]) == 2
+
+
+def test_module_entry_point_is_the_same_command(training_file, tmp_path):
+    """`python -m nasjax.converters` (the old `python -m converters`) runs `nasjax convert`."""
+    out = tmp_path / "out"
+    result = run_cli(str(training_file), "-o", str(out), "form=training", module="nasjax.converters")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / METADATA_FILE).read_text())["form"] == "training"
