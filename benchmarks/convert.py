@@ -44,13 +44,13 @@ def _max_rss_bytes() -> int:
 def _child(tool: str, path: str) -> None:
     """In the fresh process: import, then time one read and print JSON."""
     if tool == "read_weight_file":
-        from converters.weight_file import read_weight_file
+        from nasjax.converters.weight_file import read_weight_file
 
         def read():
             return read_weight_file(path)
 
     elif tool == "torch_pickle.load":
-        from converters import torch_pickle
+        from nasjax.converters import torch_pickle
 
         def read():
             return torch_pickle.load(path)
@@ -96,7 +96,7 @@ def _write(variant: str, path: str) -> None:
     sys.path.insert(0, str(REPO / "tests"))
     import torch_files
     from conftest import reference_keys
-    from nasjax.deterministic_weights import deterministic_state_dict
+    from nasjax.model.deterministic_weights import deterministic_state_dict
 
     state_dict = deterministic_state_dict(reference_keys(variant, "training"), 0)
     torch_files.save_whole_model(Path(path), variant, state_dict, "training")

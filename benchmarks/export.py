@@ -91,9 +91,11 @@ def main() -> None:
     import jax
 
     import nasjax
-    from nasjax import exported, nms, preprocessing
-    from nasjax.detector import jit_forward
-    from nasjax.export import calibration_files, export, import_tf
+    from nasjax.export import runners as exported
+    from nasjax.model import nms
+    from nasjax.data import preprocessing
+    from nasjax.model.core import jit_forward
+    from nasjax.export.exporter import calibration_files, export, import_tf
 
     if not args.images.exists():
         sys.exit(f"{args.images} not found: pass --images DIR")
@@ -103,7 +105,7 @@ def main() -> None:
     tf = import_tf()
     detector = nasjax.build(args.variant)
     s = args.imgsz
-    config = detector.config
+    config = detector.preprocessing  # the weights' resize / pad numbers
     margin = config.input_size - config.resize_longest_side
     inputs = [preprocessing.preprocess(preprocessing.load_image(f), "centre_pad", s, config.pad_value,
                                        resize_margin=margin)[0] for f in eval_files]

@@ -31,7 +31,7 @@ def _child(variant: str, sha256: str) -> None:
     import dataclasses
 
     import nasjax
-    from weights import registry
+    from nasjax.weights import registry
 
     name = registry.get_entry(variant).name
     registry._ENTRIES[name] = dataclasses.replace(registry.get_entry(name), urls=(), sha256=sha256)
@@ -54,9 +54,9 @@ def _timed_load(variant: str, sha256: str, home: Path) -> float:
 def _write_source(variant: str, home: Path) -> tuple[str, int]:
     import torch
 
-    from converters.state_dict import reference_key_shapes
-    from nasjax.deterministic_weights import deterministic_state_dict
-    from weights import registry
+    from nasjax.model.state_dict import reference_key_shapes
+    from nasjax.model.deterministic_weights import deterministic_state_dict
+    from nasjax.weights import registry
 
     path = home / "downloads" / registry.get_entry(variant).filename
     path.parent.mkdir(parents=True)

@@ -68,7 +68,7 @@ def main() -> None:
         print(json.dumps(_worker(args.variant, args.worker, images)))
         return
 
-    from nasjax.predict import list_sources
+    from nasjax.predict.predictor import list_sources
 
     if not args.images.exists():
         sys.exit(f"{args.images} not found: pass --images DIR")

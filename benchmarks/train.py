@@ -74,7 +74,7 @@ def _pin(threads: int) -> None:
 def bf16_supported() -> bool:
     import inspect
 
-    from nasjax.train import make_train_step
+    from nasjax.train.step import make_train_step
 
     return "compute_dtype" in inspect.signature(make_train_step).parameters
 
@@ -89,8 +89,9 @@ def _worker(args) -> dict:
     import jax.numpy as jnp
     from flax import nnx
 
-    from nasjax.loss import LossTargets, PPYoloELossConfig
-    from nasjax.train import State, initial_model, learning_rate_schedule, make_optimizer, make_train_step
+    from nasjax.train.loss import LossTargets, PPYoloELossConfig
+    from nasjax.train.initial import initial_model
+    from nasjax.train.step import State, learning_rate_schedule, make_optimizer, make_train_step
 
     extra = {}
     if args.dtype == "bfloat16":

@@ -37,9 +37,11 @@ def staged(detector, dataset, imgsz: int, batch: int, settings: dict) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from nasjax import coco_metrics, nms, preprocessing
-    from nasjax.detector import forward
-    from nasjax.validate import _Collector, _internal_records, _round_records
+    from nasjax.validate import coco_metrics
+    from nasjax.model import nms
+    from nasjax.data import preprocessing
+    from nasjax.model.core import forward
+    from nasjax.validate.validator import _Collector, _internal_records, _round_records
 
     table = jnp.asarray(preprocessing.UNIT_SCALE_TABLE)
     forward_jit = jax.jit(lambda graphdef, variables, images: forward(graphdef, variables, table[images]),
@@ -48,7 +50,7 @@ def staged(detector, dataset, imgsz: int, batch: int, settings: dict) -> dict:
     nms_jit = jax.jit(lambda boxes, scores: nms.non_max_suppression(
         boxes, scores, np.float32(settings["conf"]), iou32, top_k=settings["nms_top_k"], max_det=settings["max_det"],
         multi_label=settings["multi_label"], agnostic=settings["agnostic"]))
-    config = detector.config
+    config = detector.preprocessing  # the weights' resize / pad numbers
     pad_value, margin = config.pad_value, config.input_size - config.resize_longest_side
     samples = [s for chunk in dataset.chunks(10**9) for s in chunk]
 
@@ -114,8 +116,8 @@ def main() -> None:
     import jax
 
     import nasjax
-    from nasjax import datasets
-    from nasjax.validate import DEFAULT_SETTINGS, validate
+    import nasjax.data as datasets
+    from nasjax.validate.validator import DEFAULT_SETTINGS, validate
 
     detector = nasjax.build(args.variant)  # deterministic random weights, seed 0
     start = time.perf_counter()

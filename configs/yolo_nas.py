@@ -1,7 +1,7 @@
 """The schema of a YOLO-NAS variant config: every architectural number lives in an instance of it.
 
 The values are those super-gradients 3.7.1 resolves from `recipes/arch_params/yolo_nas_*_arch_params.yaml`
-(see YOLO_NAS_SPEC.md section 3). `nasjax.models` reads them and holds no numbers of its own.
+(see docs/architecture.md#variants). `nasjax.model.yolo_nas` reads them and holds no numbers of its own.
 """
 from __future__ import annotations
 
@@ -48,10 +48,7 @@ class YoloNASConfig:
     cls_prior_prob: float = 0.01
     bn_eps: float = 1e-3
     bn_momentum: float = 0.03  # PyTorch convention: weight of the new batch statistic.
-    # Pre-processing of the published COCO weights (`default_yolo_nas_coco_processing_params`).
-    resize_longest_side: int = 636
-    input_size: int = 640
-    pad_value: int = 114
+    # Pre-processing belongs to the weights, not the architecture: `nasjax.weights.Preprocessing`.
 
     @property
     def neck_out_channels(self) -> tuple[int, int, int]:

@@ -4,7 +4,7 @@
 Run:  python -c "import nasjax; m = nasjax.build('yolo_nas_s'); m.info()"
 It prints 37 QARepVGG blocks, 12,175,888 fused parameters and the GFLOPs at 640x640.
 """
-from configs.yolo_nas import NeckStageConfig, StageConfig, YoloNASConfig
+from nasjax.configs.yolo_nas import NeckStageConfig, StageConfig, YoloNASConfig
 
 
 def get_config() -> YoloNASConfig:

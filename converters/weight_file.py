@@ -29,9 +29,8 @@ from typing import Any, Mapping
 import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, which safetensors' numpy API needs)
 import numpy as np
 
-from converters import torch_pickle
-from converters.state_dict import StateDictError, detect_form, detect_num_classes, detect_variant
-from converters.torch_pickle import StandIn, UnsafeFileError, WeightFileError, qualified_name
+from nasjax.converters import torch_pickle
+from nasjax.converters.torch_pickle import StandIn, UnsafeFileError, WeightFileError, qualified_name
 
 SOURCE_FORMATS = ("ultralytics_whole_model", "sg_checkpoint", "state_dict", "safetensors")
 
@@ -382,7 +381,12 @@ def _plain(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
 
 
 def _identify(state_dict: dict[str, np.ndarray], root_variant: str | None, metadata: dict, path: Path):
-    """(form, variant, num_classes) from the tensors; a pickled root class names the variant."""
+    """(form, variant, num_classes) from the tensors; a pickled root class names the variant.
+
+    The only step that needs the model: its tensor-name listing (nasjax.model.state_dict), imported here
+    so that parsing a file needs neither jax nor flax."""
+    from nasjax.model.state_dict import StateDictError, detect_form, detect_num_classes, detect_variant
+
     shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
     try:
         form = detect_form(shapes)

@@ -16,9 +16,8 @@ jax; modules that moved keep working under their old names with a DeprecationWar
 """
 from __future__ import annotations
 
-import importlib
-
 from nasjax import _compat
+from nasjax.utils.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -42,16 +41,7 @@ _PUBLIC = {
 _compat.install()
 
 
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'nasjax' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _PUBLIC)
 
 
 __all__ = sorted(_PUBLIC)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping, Sequence
 
-from nasjax.model import core
 from nasjax.model.core import Network, check_images, forward, jit_forward  # noqa: F401  (public names)
 
 

@@ -25,12 +25,12 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from weights.coco import COCO_CLASS_NAMES
+from nasjax.weights.coco import COCO_CLASS_NAMES
 
 SG = "super_gradients"
 YOLO_NAS = f"{SG}.training.models.detection_models.yolo_nas"
 PROCESSING = f"{SG}.training.processing.processing"
-# Stand-in nn.Module classes: (module path, class name), as listed in the spec (section 7.3).
+# Stand-in nn.Module classes: (module path, class name), as docs/file_formats.md#whole-model lists them.
 MODULE_CLASSES = [
     (f"{YOLO_NAS}.yolo_nas_variants", "YoloNAS_S"),
     (f"{YOLO_NAS}.yolo_nas_variants", "YoloNAS_M"),
@@ -56,7 +56,7 @@ PROCESSING_CLASSES = [
     "ComposeProcessing", "DetectionLongestMaxSizeRescale", "DetectionCenterPadding", "StandardizeImage", "ImagePermute",
 ]  # fmt: skip
 ROOT_CLASS = {"yolo_nas_s": "YoloNAS_S", "yolo_nas_m": "YoloNAS_M", "yolo_nas_l": "YoloNAS_L"}
-# What super-gradients' default_yolo_nas_coco_processing_params() attaches (spec section 6.1).
+# What super-gradients' default_yolo_nas_coco_processing_params() attaches (docs/preprocessing.md#processing-params).
 COCO_PROCESSING = [
     ("DetectionLongestMaxSizeRescale", {"output_shape": (636, 636)}),
     ("DetectionCenterPadding", {"output_shape": (640, 640), "pad_value": 114}),

@@ -1,6 +1,6 @@
 """Where the pretrained YOLO-NAS weights live (the registry) and the COCO class names."""
-from weights.coco import COCO_CLASS_NAMES
-from weights.registry import (
+from nasjax.weights.coco import COCO_CLASS_NAMES
+from nasjax.weights.registry import (
     LICENSE_NOTE,
     Preprocessing,
     UnknownWeightsError,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from weights.coco import COCO_CLASS_NAMES
+from nasjax.weights.coco import COCO_CLASS_NAMES
 
 LICENSE_NOTE = (
     "YOLO-NAS pretrained weights (c) 2023 Deci.AI, Inc., under the YOLO-NAS licence "
@@ -36,6 +36,28 @@ class Preprocessing:
     pad_value: int = 114
     divide_by: float = 255.0
     channel_order: str = "RGB"
+
+    @property
+    def input_size(self) -> int:
+        """The square network input the weights were made for (640)."""
+        return self.pad_to[0]
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "pad_to": list(self.pad_to)}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "Preprocessing":
+        """From `to_dict()` output (missing keys take the COCO defaults); None → the defaults."""
+        if not data:
+            return cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "pad_to" in values:
+            values["pad_to"] = tuple(int(v) for v in values["pad_to"])
+        return cls(**values)
+
+
+COCO_PREPROCESSING = Preprocessing()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +96,7 @@ _SG_SHA256 = {
     "l": "91a06beaa1ce1a651d6691e3198061da996eafc8890503238dedacbd4c392a32",
 }
 _COCO_MAP = {"s": 47.5, "m": 51.55, "l": 52.22}
-# Only S's sizes are known (spec section 7): the .pth holds one fp32 copy of the unfused state dict,
+# Only S's sizes are known (docs/file_formats.md#published-files): the .pth holds one fp32 copy of the unfused state dict,
 # the Ultralytics .pt one fp32 copy of the pickled unfused model.
 _SG_SIZE_MIB = {"s": 73.1}
 _ULTRALYTICS_SIZE_MIB = {"s": 83.3}

@@ -7,7 +7,7 @@ For a registered name the conversion happens once: the published file is downloa
 (`nasjax.hub`), read and converted, and the result saved as an orbax checkpoint under
 `converted/<name>-<sha256[:12]>-<form>/`; every later load restores that checkpoint. A path is
 converted on each call and never cached (a fine-tuned file per experiment would otherwise fill the
-cache); for fast repeated loads of your own file, convert it once with `python -m converters FILE -o DIR`
+cache); for fast repeated loads of your own file, convert it once with `nasjax convert FILE -o DIR`
 and load DIR.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from nasjax.loading import hub
 from nasjax.model.core import Network
 from nasjax.weights import registry
 from nasjax.weights.coco import COCO_CLASS_NAMES
+from nasjax.weights.registry import COCO_PREPROCESSING, Preprocessing
 
 if TYPE_CHECKING:
     from nasjax.converters.weight_file import WeightFile
@@ -33,12 +34,12 @@ def load_network(name_or_path: str | os.PathLike, pretrained: bool = True, fuse:
 
     name_or_path: a registered weight name (`yolo_nas_s`, `yolo_nas_m.coco_ultralytics`, ... see
         `weights.list_weights()`), a weight file (`.pt`, `.pth`, `.safetensors`, a saved state dict), or a
-        directory written by `python -m converters` / `nasjax.checkpoint.save_detector`, or a model written
+        directory written by `nasjax convert` / `nasjax.loading.checkpoint.save_detector`, or a model written
         by `python -m nasjax.export` (a .tflite file or a SavedModel directory: a runner with the same
-        interface, nasjax/exported.py; fuse does not apply). A string that
+        interface, nasjax/export/runners.py; fuse does not apply). A string that
         is a registered name is taken as the name even if a file of that name exists (write `./name`).
     pretrained: False gives the architecture of a registered name with deterministic random weights
-        (`nasjax.build`), without touching the network or the cache.
+        (`nasjax.model.build.build_network`), without touching the network or the cache.
     fuse: True (default) fully fuses the QARepVGG blocks, the fastest form for inference; False keeps
         the form of the weights (the published files are in the training form).
     """
@@ -47,7 +48,9 @@ def load_network(name_or_path: str | os.PathLike, pretrained: bool = True, fuse:
         if not pretrained:
             from nasjax.model.build import build_network
 
-            return build_network(entry.variant, form="full" if fuse else "training", class_names=entry.class_names)
+            network = build_network(entry.variant, form="full" if fuse else "training", class_names=entry.class_names)
+            network.preprocessing = entry.preprocessing
+            return network
         return _load_registered(entry, fuse)
     path = Path(name_or_path)
     if not path.exists():
@@ -80,7 +83,25 @@ def convert_file(path: str | os.PathLike, form: str | None = "full") -> tuple[Ne
     if class_names is None and weight_file.num_classes == len(COCO_CLASS_NAMES):
         class_names = COCO_CLASS_NAMES
     detector = network_from_state_dict(weight_file.state_dict, weight_file.variant, form=form, class_names=class_names)
+    detector.preprocessing = preprocessing_of(weight_file.metadata.get("processing"))
     return detector, weight_file
+
+
+def preprocessing_of(steps) -> Preprocessing:
+    """The weights' pre-processing from a file's pickled super-gradients processing steps
+    ([{'type': 'DetectionLongestMaxSizeRescale', 'output_shape': (636, 636)}, {'type':
+    'DetectionCenterPadding', 'output_shape': (640, 640), 'pad_value': 114}, ...]); the COCO weights'
+    when the file has none (docs/preprocessing.md#processing-params)."""
+    values: dict = {}
+    for step in steps or ():
+        kind, shape = step.get("type"), step.get("output_shape")
+        if kind == "DetectionLongestMaxSizeRescale" and shape:
+            values["resize_longest_side"] = int(max(shape))
+        elif kind == "DetectionCenterPadding" and shape:
+            values["pad_to"] = (int(shape[0]), int(shape[1]))
+            if step.get("pad_value") is not None:
+                values["pad_value"] = int(step["pad_value"])
+    return Preprocessing(**values) if values else COCO_PREPROCESSING
 
 
 def source_metadata(weight_file: WeightFile, filename: str) -> dict[str, str]:
@@ -115,6 +136,7 @@ def _load_registered(entry: registry.WeightEntry, fuse: bool) -> Network:
         return detector
     source = hub.fetch(entry, home=home)
     detector, weight_file = convert_file(source, "full" if fuse else None)
+    detector.preprocessing = entry.preprocessing  # the registry's word for a published file
     metadata = {**source_metadata(weight_file, entry.filename), "weights": entry.name}
     target = hub.converted_dir(entry.name, weight_file.sha256, detector.form, home)
     try:

@@ -26,13 +26,15 @@ from nasjax.configs import VARIANTS, get_config
 from nasjax.utils import atomic_files
 from nasjax.model import yolo_nas as models
 from nasjax.model.core import Network
+from nasjax.weights.registry import Preprocessing
 
 METADATA_FILE = "nasjax.json"
 VARIABLES_DIR = "variables"
 FORMAT = "nasjax-checkpoint"
 FORMAT_VERSION = 1
 # Fields derived from the detector itself; `metadata` passed to `save_detector` may not override them.
-_MODEL_FIELDS = ("format", "format_version", "nasjax_version", "variant", "num_classes", "class_names", "form")
+_MODEL_FIELDS = ("format", "format_version", "nasjax_version", "variant", "num_classes", "class_names", "form",
+                 "preprocessing")
 
 
 class CheckpointError(ValueError):
@@ -68,6 +70,7 @@ def save_detector(
         "num_classes": detector.num_classes,
         "class_names": detector.class_names,
         "form": detector.form,
+        "preprocessing": detector.preprocessing.to_dict(),
         **extra,
     }
     with atomic_files.replace_directory(directory) as staging:
@@ -83,7 +86,7 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(
             f"{directory} is not a nasjax checkpoint: it has no {METADATA_FILE} "
-            "(write one with `python -m converters WEIGHTS -o DIR`)"
+            "(write one with `nasjax convert WEIGHTS -o DIR`)"
         )
     try:
         info = json.loads(path.read_text())
@@ -179,4 +182,5 @@ def load_detector(directory: str | os.PathLike) -> Network:
     restored = _restore(directory / VARIABLES_DIR, target, f"{variant} ({form} form, {num_classes} classes)")
     state = jax.tree.map(lambda x: x, abstract_state)  # a copy: the cached abstract state stays abstract
     nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, restored))
-    return Network(nnx.merge(graphdef, state), info["class_names"])
+    # Checkpoints older than the field hold the COCO weights' pre-processing (the only one there was).
+    return Network(nnx.merge(graphdef, state), info["class_names"], Preprocessing.from_dict(info.get("preprocessing")))

@@ -1,4 +1,4 @@
-"""Anchor grids and DFL box decoding (YOLO_NAS_SPEC.md section 4), shared by the model and export."""
+"""Anchor grids and DFL box decoding (docs/decoding.md), shared by the model and export."""
 from __future__ import annotations
 
 from typing import NamedTuple, Sequence

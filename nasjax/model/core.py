@@ -14,15 +14,21 @@ this class; nothing here or in the pipelines imports it.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import weakref
+from typing import Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from nasjax.model import fusion
+from nasjax.data.preprocessing import UNIT_SCALE_TABLE
+from nasjax.model import fusion, nms
 from nasjax.model import yolo_nas as models
+from nasjax.model.nms import NMSSettings
+from nasjax.utils.devices import local_data_mesh
+from nasjax.weights.registry import COCO_PREPROCESSING, Preprocessing
 
 STRIDE = 32  # the largest feature stride: input sides must be multiples of it
 
@@ -83,7 +89,8 @@ jit_detect = jax.jit(
 class BatchDetector(Protocol):
     """What predict and validate need of a model: the JAX `Network` and the exported runners alike."""
 
-    config: object  # a YoloNASConfig: input size and the weights' pre-processing numbers
+    config: object  # a YoloNASConfig
+    preprocessing: Preprocessing  # the weights' own resize / pad numbers
     class_names: list[str] | None
     num_classes: int
 
@@ -147,12 +154,15 @@ class Network:
     boxes: (B, N, 4) xyxy in input pixels; scores: (B, N, num_classes) after sigmoid.
     """
 
-    def __init__(self, model: models.YoloNAS, class_names: Sequence[str] | None = None):
+    def __init__(self, model: models.YoloNAS, class_names: Sequence[str] | None = None,
+                 preprocessing: Preprocessing | None = None):
         model.eval()
         self.config = model.config
         self.form = model.form
         self.graphdef, self.variables = nnx.split(model)
         self.class_names = list(class_names) if class_names is not None else None
+        # How these weights expect their input (resize, pad): a fact of the weights, not the architecture.
+        self.preprocessing = preprocessing or COCO_PREPROCESSING
 
     @property
     def num_classes(self) -> int:
@@ -196,7 +206,7 @@ class Network:
 
     def fuse(self, form: str = "full"):
         """This model (same class) with its QARepVGG blocks fused to `form` ("partial" or "full")."""
-        return type(self)(fusion.fuse(self.model, form), self.class_names)
+        return type(self)(fusion.fuse(self.model, form), self.class_names, self.preprocessing)
 
     def num_parameters(self) -> int:
         return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(self.model, nnx.Param)))

@@ -1,4 +1,4 @@
-"""QARepVGG re-parameterisation on variables: training → partial → full (YOLO_NAS_SPEC.md 2.1).
+"""QARepVGG re-parameterisation on variables: training → partial → full (docs/architecture.md#fusion).
 
 partial:  K = W3 * s_a + pad(W1) + I,  b = beta_a - mean_a * s_a + b1,  s_a = gamma_a / sqrt(var_a + eps)
 full:     K' = K * s_p,                b' = (b - mean_p) * s_p + beta_p,  s_p from post_bn

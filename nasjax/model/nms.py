@@ -3,7 +3,7 @@
 Static shapes throughout: every image yields `max_det` padded rows plus a count, so the whole of
 forward + decode + NMS compiles once per (batch, size) and runs on the device.
 
-The decisions are those of super-gradients' `PPYoloEPostPredictionCallback` (YOLO_NAS_SPEC.md 6.1)
+The decisions are those of super-gradients' `PPYoloEPostPredictionCallback` (docs/postprocessing.md#algorithm)
 and `torchvision.ops.batched_nms` on CPU, computed in float32 exactly as torch computes them:
 
 * multi-label: every (anchor, class) pair with score > conf is a candidate, in flat order

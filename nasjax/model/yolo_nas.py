@@ -1,4 +1,4 @@
-"""YOLO-NAS S / M / L in Flax NNX, NHWC, following super-gradients 3.7.1 (YOLO_NAS_SPEC.md).
+"""YOLO-NAS S / M / L in Flax NNX, NHWC, following super-gradients 3.7.1 (docs/architecture.md).
 
 Every submodule is named after its path in the super-gradients state dict
 (`backbone.stage1.blocks.bottlenecks.0.cv1.branch_3x3.conv.weight` is
@@ -117,7 +117,7 @@ class ConvBNReLU(nnx.Module):
 
 
 class QARepVGGBlock(nnx.Module):
-    """QARepVGG (S4 variant, no SE, alpha fixed at 1) in one of three forms (YOLO_NAS_SPEC.md 2.1).
+    """QARepVGG (S4 variant, no SE, alpha fixed at 1) in one of three forms (docs/architecture.md#qarepvgg).
 
     training: ReLU(post_bn(BN(conv3x3(x)) + conv1x1(x) + x))   (identity only when
               `use_residual_connection`: Cin == Cout and stride 1)
@@ -178,7 +178,7 @@ class YoloNASBottleneck(nnx.Module):
 
 
 class YoloNASCSPLayer(nnx.Module):
-    """CSP: conv1 → bottleneck chain, conv2 in parallel, concat, conv3 (YOLO_NAS_SPEC.md 2.3)."""
+    """CSP: conv1 → bottleneck chain, conv2 in parallel, concat, conv3 (docs/architecture.md#csp)."""
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """predict(): images in (files, folders, globs, arrays), `Results` out.
 
     results = nasjax.build("yolo_nas_s").predict("bus.jpg")        # or detector.predict([...])
-    python -m nasjax.predict --model yolo_nas_s --source DIR --save-dir OUT
+    nasjax predict model=yolo_nas_s source=DIR            # the command: nasjax/cli.py
 
 Host and device work overlap: a thread pool reads and pre-processes the next batch (PIL decoding and
 numpy resizing release the GIL) while the device runs the current one. On the device, one jitted
@@ -9,23 +9,20 @@ pure function does forward + box decoding + NMS (`detect`), so only (B, max_det)
 last batch is padded to the batch size (no recompilation), and the batch is split over
 `jax.local_devices()` along a 1-D mesh (data parallel; the variables are replicated).
 
-The defaults are super-gradients' `predict()` (YOLO_NAS_SPEC.md 6.1): centre padding 636/640,
-conf 0.25, IoU 0.7, top-k 1024, 300 detections, multi-label, class-aware. See nasjax/preprocessing.py
-and nasjax/nms.py for what is reproduced exactly and the one known difference (score ties at
+The defaults are super-gradients' `predict()` (docs/preprocessing.md#centre-pad, docs/postprocessing.md#settings): centre padding 636/640,
+conf 0.25, IoU 0.7, top-k 1024, 300 detections, multi-label, class-aware. See nasjax/data/preprocessing.py
+and nasjax/model/nms.py for what is reproduced exactly and the one known difference (score ties at
 torch.topk).
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import glob
-import json
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterator, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -33,8 +30,8 @@ from PIL import Image
 from nasjax.model.nms import NMSSettings
 from nasjax.data import preprocessing
 from nasjax.model.core import BatchDetector
-from nasjax.utils.atomic_files import write_atomic
 from nasjax.predict.results import Boxes, Results
+from nasjax.utils.progress import progress_bar
 
 _GLOB_CHARS = set("*?[")
 
@@ -145,7 +142,7 @@ def predict(
 
     source: path, directory, glob pattern, PIL image, (H, W, 3) uint8 RGB array, (B, H, W, 3) array,
         or a list mixing them (any sizes).
-    conf, iou, max_det, nms_top_k, multi_label, agnostic: NMS (nasjax/nms.py); changing conf or iou
+    conf, iou, max_det, nms_top_k, multi_label, agnostic: NMS (nasjax/model/nms.py); changing conf or iou
         does not recompile.
     preprocess: "centre_pad" (super-gradients: longest side imgsz - 4 (the detector config's
         input_size - resize_longest_side), centre padding to imgsz with the config's pad_value) or
@@ -158,7 +155,7 @@ def predict(
     exif_transpose: apply EXIF orientation (super-gradients does not).
     workers: threads reading and pre-processing images (default min(8, CPU count)).
     resize_rounding: "round" (default) or "trunc", the int() resized size of super-gradients'
-        validation pipeline (nasjax.preprocessing.make_transform).
+        validation pipeline (nasjax.data.preprocessing.make_transform).
     timings: a dict that receives running totals, in seconds, of "preprocess" (reading and
         pre-processing, summed over images), "inference" (device call: forward and NMS, and the
         transfer back) and "postprocess" (mapping boxes back, making Results), and "images" (count).
@@ -189,8 +186,8 @@ def _run(detector, items, *, settings: NMSSettings, batch_size, preprocess, imgs
     batch_size = detector.batch_size_for(batch_size)
     names = class_names_of(detector)
     # The weights' own pre-processing numbers (636 / 640 / 114 for the COCO models).
-    config = detector.config
-    pad_value, resize_margin = config.pad_value, config.input_size - config.resize_longest_side
+    weights = detector.preprocessing
+    pad_value, resize_margin = weights.pad_value, weights.input_size - weights.resize_longest_side
 
     def prepare(item: Item) -> Prepared:
         start = time.perf_counter()
@@ -213,7 +210,7 @@ def _run(detector, items, *, settings: NMSSettings, batch_size, preprocess, imgs
         return prepared
 
     chunks = [items[i: i + batch_size] for i in range(0, len(items), batch_size)]
-    bar = _progress_bar(progress, len(items), len(chunks))
+    bar = progress_bar(progress, len(items), "predict", batches=len(chunks))
     workers = workers or min(8, os.cpu_count() or 1)
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="nasjax-read") as pool:
         def submit(chunk):
@@ -247,84 +244,3 @@ def _run(detector, items, *, settings: NMSSettings, batch_size, preprocess, imgs
                 bar.update(len(chunks[k]))
     if bar is not None:
         bar.close()
-
-
-def _progress_bar(progress: bool | None, total: int, batches: int):
-    if progress is None:
-        progress = batches > 1 and sys.stderr.isatty()
-    if not progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="image", desc="predict")
-
-
-# --- command line ----------------------------------------------------------------------------------
-
-
-_WRITABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def _output_names(results: Sequence[Results]) -> list[str]:
-    """An annotated-image file name per result: the source's name (.png when PIL cannot write its
-    format; image<i>.png for arrays), with _<i> added where two sources share a name."""
-    used: set[str] = set()
-    names = []
-    for i, r in enumerate(results):
-        path = Path(r.path) if r.path else Path(f"image{i}.png")
-        suffix = path.suffix if path.suffix.lower() in _WRITABLE_SUFFIXES else ".png"
-        name = path.stem + suffix
-        if name.lower() in used:
-            name = f"{path.stem}_{i}{suffix}"
-        used.add(name.lower())
-        names.append(name)
-    return names
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m nasjax.predict",
-        description="Detect objects in images: writes annotated images and predictions.json to --save-dir.",
-    )
-    parser.add_argument("--model", default="yolo_nas_s", help="registered weight name or weight file / directory")
-    parser.add_argument("--random-weights", action="store_true",
-                        help="the architecture of --model with deterministic random weights (no download)")
-    parser.add_argument("--source", required=True, help="image file, directory or glob pattern")
-    parser.add_argument("--save-dir", required=True, type=Path)
-    parser.add_argument("--conf", type=float, default=0.25)
-    parser.add_argument("--iou", type=float, default=0.7)
-    parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--max-det", type=int, default=300)
-    parser.add_argument("--preprocess", choices=preprocessing.PREPROCESS_METHODS, default="centre_pad")
-    parser.add_argument("--single-label", action="store_true", help="one class per box (the best)")
-    parser.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")
-    parser.add_argument("--skip-errors", action="store_true", help="skip unreadable images with a warning")
-    args = parser.parse_args(argv)
-
-    import nasjax
-
-    if args.random_weights:
-        print(f"warning: {args.model} with random weights (seed 0): the detections are meaningless", file=sys.stderr)
-        detector = nasjax.load(args.model, pretrained=False)
-    else:
-        detector = nasjax.load(args.model)
-    results = predict(detector, args.source, conf=args.conf, iou=args.iou, imgsz=args.imgsz, batch_size=args.batch,
-                      max_det=args.max_det, preprocess=args.preprocess, multi_label=not args.single_label,
-                      agnostic=args.agnostic, skip_errors=args.skip_errors)
-    records = []
-    for result, name in zip(results, _output_names(results)):
-        result.save(args.save_dir / name)
-        h, w = result.orig_shape
-        records.append({"source": result.path, "annotated": name, "width": w, "height": h,
-                        "detections": result.to_list()})
-        print(f"{result.path or name}: {result.summary()}")
-    summary = {"model": args.model, "random_weights": args.random_weights, "conf": args.conf, "iou": args.iou,
-               "imgsz": args.imgsz, "preprocess": args.preprocess, "images": records}
-    path = write_atomic(args.save_dir / "predictions.json",
-                        lambda tmp: tmp.write_text(json.dumps(summary, indent=1) + "\n"))
-    print(f"wrote {len(records)} annotated images and {path}")
-
-
-if __name__ == "__main__":
-    main()

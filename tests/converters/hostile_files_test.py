@@ -24,9 +24,9 @@ import pytest
 import torch
 
 import torch_files
-from converters import torch_pickle
-from converters.weight_file import UnsafeFileError, WeightFileError, read_weight_file
-from nasjax.deterministic_weights import deterministic_state_dict
+from nasjax.converters import torch_pickle
+from nasjax.converters.weight_file import UnsafeFileError, WeightFileError, read_weight_file
+from nasjax.model.deterministic_weights import deterministic_state_dict
 from conftest import reference_keys
 
 FUZZ_CASES = int(os.environ.get("NASJAX_FUZZ_CASES", "300"))

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from converters import torch_pickle
-from converters.torch_pickle import WeightFileError
+from nasjax.converters import torch_pickle
+from nasjax.converters.torch_pickle import WeightFileError
 from torch_files import write_torch_zip
 
 DTYPES = [

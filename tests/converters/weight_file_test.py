@@ -16,10 +16,10 @@ import pytest
 import nasjax
 import torch_files
 from conftest import REPO, reference_keys
-from converters.state_dict import reference_key_shapes
-from converters.weight_file import UnsafeFileError, WeightFileError, read_weight_file
-from nasjax.deterministic_weights import deterministic_state_dict, seeded_images
-from weights.coco import COCO_CLASS_NAMES
+from nasjax.model.state_dict import reference_key_shapes
+from nasjax.converters.weight_file import UnsafeFileError, WeightFileError, read_weight_file
+from nasjax.model.deterministic_weights import deterministic_state_dict, seeded_images
+from nasjax.weights.coco import COCO_CLASS_NAMES
 
 FORMS = ("training", "partial", "full")
 ORACLE_DIR = Path(os.environ.get("NASJAX_ORACLE_ARTIFACTS", "/work/oracle_artifacts"))
@@ -245,7 +245,7 @@ def test_whole_model_saved_by_super_gradients(variant):
         "ultralytics_whole_model", variant, "training", 80
     )  # fmt: skip
     # make_reference.py builds models.get(variant, num_classes=80) without dataset processing params,
-    # so the file carries super-gradients 3.7.1's bare defaults (spec 7.3 lists the COCO ones).
+    # so the file carries super-gradients 3.7.1's bare defaults (docs/file_formats.md#recovered lists the COCO ones).
     assert weight_file.class_names is None
     metadata = weight_file.metadata
     assert metadata["sg_model_name"] == variant
@@ -267,7 +267,7 @@ def test_state_dict_saved_by_super_gradients():
 
 def test_whole_model_with_coco_processing_saved_by_super_gradients():
     """A real YoloNAS_S after set_dataset_processing_params(**default_yolo_nas_coco_processing_params()),
-    the state the Ultralytics files were pickled in (spec 6.1, 7.3)."""
+    the state the Ultralytics files were pickled in (docs/file_formats.md#recovered, docs/preprocessing.md#processing-params)."""
     weight_file = read_weight_file(oracle_file("yolo_nas_s_whole_coco_processing.pt"))
     assert weight_file.class_names == list(COCO_CLASS_NAMES)
     assert weight_file.metadata["processing"] == COCO_PROCESSING

@@ -10,8 +10,8 @@ import pytest
 from flax import nnx
 
 import nasjax
-from nasjax.checkpoint import METADATA_FILE, VARIABLES_DIR, CheckpointError, load_detector, read_metadata, save_detector
-from weights import COCO_CLASS_NAMES
+from nasjax.loading.checkpoint import METADATA_FILE, VARIABLES_DIR, CheckpointError, load_detector, read_metadata, save_detector
+from nasjax.weights import COCO_CLASS_NAMES
 
 @pytest.fixture(scope="module")
 def detector():

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from nasjax import hub
-from weights import get_entry
+from nasjax.loading import hub
+from nasjax.weights import get_entry
 
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 123)  # several read chunks
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()

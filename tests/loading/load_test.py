@@ -20,11 +20,12 @@ import torch
 from flax import nnx
 
 import nasjax
-from converters import weight_file
-from converters.state_dict import reference_key_shapes
-from nasjax import checkpoint, hub
-from nasjax.deterministic_weights import deterministic_state_dict
-from weights import COCO_CLASS_NAMES, registry
+from nasjax.converters import weight_file
+from nasjax.model.state_dict import reference_key_shapes
+from nasjax.loading import checkpoint
+from nasjax.loading import hub
+from nasjax.model.deterministic_weights import deterministic_state_dict
+from nasjax.weights import COCO_CLASS_NAMES, registry
 
 IMAGES = np.random.default_rng(0).random((1, 64, 64, 3), dtype=np.float32)
 NAME = "yolo_nas_s.coco"
@@ -209,7 +210,7 @@ def test_bad_arguments(tmp_path):
 def test_training_starts_from_the_downloaded_weights(served, home, monkeypatch):
     """`nasjax.train --pretrained true`: the published file is fetched (local HTTP here), converted in the
     training form, and every tensor but the class head (2 classes instead of 80) is copied in."""
-    from nasjax.train import initial_model
+    from nasjax.train.initial import initial_model
 
     url, sha256, _ = served
     register(monkeypatch, urls=(url,), sha256=sha256)
@@ -225,7 +226,7 @@ def test_training_starts_from_the_downloaded_weights(served, home, monkeypatch):
 
 
 def test_training_offline_with_pretrained_is_a_clear_error(home, monkeypatch, tmp_path, capsys):
-    from nasjax.train import main
+    from nasjax.cli import main
 
     url = refused_url()
     register(monkeypatch, urls=(url,))
@@ -237,8 +238,11 @@ def test_training_offline_with_pretrained_is_a_clear_error(home, monkeypatch, tm
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(data / "images" / "a.png")
     (data / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
     (data / "data.yaml").write_text(f"path: {data}\ntrain: images\nval: images\nnames: {{0: thing}}\n")
-    assert main(["--data", str(data / "data.yaml"), "--pretrained", "true", "--batch", "1", "--imgsz", "64",
-                 "--project", str(tmp_path / "runs")]) == 2
-    out = capsys.readouterr().out
-    assert out.startswith("error: ") and url in out and str(home / "downloads") in out
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--data", str(data / "data.yaml"), "--pretrained", "true", "--batch", "1", "--imgsz", "64",
+              "--project", str(tmp_path / "runs")])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nasjax train: error: ") and url in err and str(home / "downloads") in err
+    assert err.count("\n") == 1
     assert not (tmp_path / "runs").exists()  # nothing written for a run that could not start

@@ -6,10 +6,10 @@ from urllib.parse import urlparse
 
 import pytest
 
-from configs import VARIANTS
-from nasjax.models import FORMS
-from weights import COCO_CLASS_NAMES, UnknownWeightsError, get_entry, list_weights
-from weights.registry import SOURCE_FORMATS
+from nasjax.configs import VARIANTS
+from nasjax.model.yolo_nas import FORMS
+from nasjax.weights import COCO_CLASS_NAMES, UnknownWeightsError, get_entry, list_weights
+from nasjax.weights.registry import SOURCE_FORMATS
 
 
 @pytest.mark.parametrize("name", list_weights())

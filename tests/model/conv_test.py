@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from nasjax.conv import Conv2d, conv2d
+from nasjax.model.conv import Conv2d, conv2d
 
 CASES = [(3, 1, 1), (3, 2, 1), (1, 1, 0), (1, 2, 0), (3, 1, 0)]  # kernel, stride, padding
 

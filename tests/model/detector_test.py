@@ -6,11 +6,12 @@ import pytest
 from flax import nnx
 
 import nasjax
-from configs import VARIANTS, get_config
-from nasjax import box_decoding, models
-from nasjax.detector import jit_forward
+from nasjax.configs import VARIANTS, get_config
+from nasjax.model import box_decoding
+from nasjax.model import yolo_nas as models
+from nasjax.model.core import jit_forward
 
-# (all parameters as super-gradients counts them, used in training form, fully fused): YOLO_NAS_SPEC.md 5
+# (all parameters as super-gradients counts them, used in training form, fully fused): docs/architecture.md#parameter-counts
 PARAMETERS = {
     "yolo_nas_s": (19_053_888, 12_878_304, 12_175_888),
     "yolo_nas_m": (51_182_658, 33_861_346, 31_906_578),

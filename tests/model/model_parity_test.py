@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from flax import nnx
 
 import nasjax
-from nasjax import fusion
-from nasjax.deterministic_weights import deterministic_state_dict, seeded_images
+from nasjax.model import fusion
+from nasjax.model.deterministic_weights import deterministic_state_dict, seeded_images
 
 from conftest import reference_keys, reference_outputs, sampling
 
@@ -103,8 +104,8 @@ def test_fusion_variables_are_exact():
     training = detector_for("yolo_nas_m", "training").model
     via_partial = fusion.fuse(fusion.fuse(training, "partial"), "full")
     direct = fusion.fuse(training, "full")
-    a = dict(nasjax.detector.nnx.to_flat_state(nasjax.detector.nnx.state(via_partial)))
-    b = dict(nasjax.detector.nnx.to_flat_state(nasjax.detector.nnx.state(direct)))
+    a = dict(nnx.to_flat_state(nnx.state(via_partial)))
+    b = dict(nnx.to_flat_state(nnx.state(direct)))
     assert a.keys() == b.keys()
     for path in a:
         np.testing.assert_allclose(np.asarray(a[path].get_value()), np.asarray(b[path].get_value()), rtol=2e-6, atol=1e-6, err_msg=str(path))

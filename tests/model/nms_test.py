@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import REFERENCE_DIR
 
-from nasjax import nms
+from nasjax.model import nms
 
 F32 = np.float32
 

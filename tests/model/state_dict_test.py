@@ -6,9 +6,9 @@ import pytest
 from flax import nnx
 
 import nasjax
-from configs import VARIANTS
-from converters import StateDictError, detect_form, detect_variant, reference_key_shapes, variables_to_state_dict
-from nasjax.deterministic_weights import deterministic_state_dict
+from nasjax.configs import VARIANTS
+from nasjax.model.state_dict import StateDictError, detect_form, detect_variant, reference_key_shapes, variables_to_state_dict
+from nasjax.model.deterministic_weights import deterministic_state_dict
 
 from conftest import read_listing, reference_keys, sampling
 

@@ -21,10 +21,14 @@ from conftest import REFERENCE_DIR, REPO, SHARED, _load_by_path
 from PIL import Image
 
 import nasjax
-from converters.state_dict import reference_key_shapes
-from nasjax import detector as detector_module, nms, predict as predict_module, preprocessing
-from nasjax.deterministic_weights import deterministic_state_dict
-from nasjax.preprocessing import ImageLoadError
+from nasjax import cli
+from nasjax.model.state_dict import reference_key_shapes
+from nasjax.model import core as detector_module
+from nasjax.utils.devices import local_data_mesh
+from nasjax.model import nms
+from nasjax.data import preprocessing
+from nasjax.model.deterministic_weights import deterministic_state_dict
+from nasjax.data.preprocessing import ImageLoadError
 
 cases = _load_by_path("predict_cases", REFERENCE_DIR / "predict_cases.py")
 
@@ -154,11 +158,13 @@ def test_unreadable_images(detector, tmp_path):
 
 SHARDED_SCRIPT = """
 import json, sys, numpy as np, jax, nasjax
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {tests!r} + "/predict"]
 from predict_test import rows, small_images
+from nasjax.model import core as detector_module
+from nasjax.utils.devices import local_data_mesh
 detector = nasjax.build("yolo_nas_s")
 results = detector.predict(small_images(), conf=0.05, imgsz=320, batch_size=2)
-placed = nasjax.predict.placed_variables(detector, nasjax.predict.data_mesh(), np.float32)
+placed = detector_module.placed_variables(detector, local_data_mesh(), np.float32)
 print(json.dumps({{"devices": len(jax.local_devices()),
                   "replicated_on": len(jax.tree.leaves(placed)[0].sharding.device_set),
                   "rows": [rows(r).tolist() for r in results]}}))
@@ -182,10 +188,10 @@ def test_bfloat16_close_to_float32(detector):
     """bfloat16 compute against float32 on the raw outputs. Measured (S, deterministic weights, 320x320
     inputs of two pattern images): boxes within ~0.6 px, scores within ~4e-3 absolute."""
     batch = np.stack([preprocessing.preprocess(im, imgsz=320)[0] for im in small_images()[:2]])
-    mesh = predict_module.data_mesh()
+    mesh = local_data_mesh()
     outs = {}
     for dtype in (jnp.float32, jnp.bfloat16):
-        variables = predict_module.placed_variables(detector, mesh, dtype)
+        variables = detector_module.placed_variables(detector, mesh, dtype)
         assert all(x.dtype == dtype for x in jax.tree.leaves(variables) if jnp.issubdtype(x.dtype, jnp.floating))
         x = jnp.asarray(preprocessing.to_unit_float(batch), dtype)
         out = detector_module.jit_forward(detector.graphdef, variables, x)
@@ -205,12 +211,14 @@ def test_bfloat16_close_to_float32(detector):
 
 def test_cli(tmp_path, capsys):
     paths = write_images(tmp_path / "in", small_images()[:2], suffix=".jpg")
-    predict_module.main(["--model", "yolo_nas_s", "--random-weights", "--source", str(tmp_path / "in"),
-                         "--save-dir", str(tmp_path / "out"), "--imgsz", "320", "--conf", "0.2", "--batch", "2"])
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["predict", "--model", "yolo_nas_s", "--random-weights", "--source", str(tmp_path / "in"),
+                  "--save-dir", str(tmp_path / "out"), "--imgsz", "320", "conf=0.2", "batch=2"])
+    assert exit.value.code == 0
     assert "random weights" in capsys.readouterr().err
     summary = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert [rec["source"] for rec in summary["images"]] == [str(p) for p in paths]
-    assert summary["random_weights"] and summary["conf"] == 0.2
+    assert summary["random_weights"] and summary["settings"]["conf"] == 0.2
     for rec in summary["images"]:
         annotated = Image.open(tmp_path / "out" / rec["annotated"])
         assert annotated.size == (rec["width"], rec["height"])

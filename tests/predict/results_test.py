@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nasjax.atomic_files import write_atomic
-from nasjax.results import Boxes, Results
+from nasjax.utils.atomic_files import write_atomic
+from nasjax.predict.results import Boxes, Results
 
 NAMES = {0: "person", 5: "bus", 7: "glass"}
 

@@ -1,4 +1,4 @@
-"""Reference values of super-gradients 3.7.1's detection augmentations for tests/input_pipeline_test.py.
+"""Reference values of super-gradients 3.7.1's detection augmentations for tests/data/augment_test.py.
 
 Runs only in the separate super-gradients environment (see /work/shared/oracle/README.md):
 
@@ -14,7 +14,7 @@ that returns listed values (mosaic centre; mixup flip, scale and crop offset).
 
 Saved, on a seeded synthetic 48 x 64 image (gradients, solid rectangles, noise) with seven boxes:
 - affine_*: for each case, get_affine_matrix (target_size given as (H, W), so that x translates by a
-  fraction of the width; see nasjax/input_pipeline.py on super-gradients' swap), cv2.warpAffine
+  fraction of the width; see nasjax/data/augment.py on super-gradients' swap), cv2.warpAffine
   (INTER_LINEAR, border 114), apply_affine_to_bboxes and _filter_box_candidates (2, 20, 0.1);
 - raffine_*: the whole random_affine (square targets only, where the swap does not matter): warped
   image, kept boxes and classes;

@@ -24,7 +24,7 @@ def load_by_path(name: str, path: Path):
     return module
 
 
-deterministic_weights = load_by_path("_nasjax_deterministic_weights", REPO / "nasjax" / "deterministic_weights.py")
+deterministic_weights = load_by_path("_nasjax_deterministic_weights", REPO / "nasjax" / "model" / "deterministic_weights.py")
 sampling = load_by_path("_nasjax_ref_sampling", HERE / "sampling.py")
 predict_cases = load_by_path("_nasjax_predict_cases", HERE / "predict_cases.py")
 

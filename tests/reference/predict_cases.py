@@ -18,7 +18,7 @@ VARIANT = "yolo_nas_s"
 WEIGHT_OVERRIDES = "predict_weights_overrides.npz"
 
 # super-gradients predict() parameters of the reference run; nms_top_k / max_predictions / labels are
-# its defaults (YOLO_NAS_SPEC.md 6.1).
+# its defaults (docs/postprocessing.md#settings).
 PREDICT_CONF = 0.01
 PREDICT_IOU = 0.7
 
