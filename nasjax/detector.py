@@ -23,10 +23,11 @@ class PipelineMethods:
         them): a list of `nasjax.Results`. Options and defaults: `nasjax.predict.predict`."""
         from nasjax.predict import predict
 
-        check = getattr(type(self), "check_predict_options", None)
-        if check is not None:
-            check(self, options)
+        self.check_predict_options(options)
         return predict(self, source, **options)
+
+    def check_predict_options(self, options: dict) -> None:
+        """Options a model fixes (an exported runner: its size and dtype); the JAX network fixes none."""
 
     def val(self, data, **options):
         """Validate on a dataset: COCO mAP (pycocotools) and Ultralytics-style P / R, as a metrics dict
@@ -84,7 +85,8 @@ def _as_model(loaded):
     cls = type(loaded)
     if not isinstance(loaded, PipelineMethods):
         if cls not in _exported_classes:
-            _exported_classes[cls] = type(cls.__name__, (PipelineMethods, cls), {"__module__": cls.__module__,
+            # The runner's own methods first: its check_predict_options overrides the no-op here.
+            _exported_classes[cls] = type(cls.__name__, (cls, PipelineMethods), {"__module__": cls.__module__,
                                                                                "__doc__": cls.__doc__})
         loaded.__class__ = _exported_classes[cls]
     return loaded

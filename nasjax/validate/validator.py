@@ -158,9 +158,12 @@ def validate(
     tfds_data_dir: str | None = None,
     tfds_download: bool = False,
     warmup: bool = True,
+    settings: ValidationSettings | None = None,
 ) -> dict[str, Any]:
     """Validate `detector` on `data`; the metrics dict.
 
+    settings: a `ValidationSettings` (NMS + pre-processing as one value) to start from instead of
+        `ValidationSettings.DEFAULT`; the keyword settings below override it.
     data: a data YAML, a shipped name (coco8, coco128, coco), a dataset folder, a COCO JSON file (with
         `images`, its image folder, unless found beside it), "tfds:coco/2017", or a nasjax Dataset.
     conf, iou, max_det, nms_top_k, multi_label, agnostic, preprocess: NMS and pre-processing (None:
@@ -177,8 +180,12 @@ def validate(
     101-point AP, for comparison), images, instances, per_class (one dict per class with instances),
     speed (ms per image), timing_s (dataset, warm-up, predict, metrics seconds) and the settings.
     """
-    settings = run_settings.resolve(reference_mode, conf=conf, iou=iou, max_det=max_det, nms_top_k=nms_top_k,
-                                    multi_label=multi_label, agnostic=agnostic, preprocess=preprocess)
+    overrides = dict(conf=conf, iou=iou, max_det=max_det, nms_top_k=nms_top_k, multi_label=multi_label,
+                     agnostic=agnostic, preprocess=preprocess)
+    if settings is not None and reference_mode:
+        raise ValueError("give settings= or reference_mode=True, not both (ValidationSettings.REFERENCE is a settings value)")
+    settings = (settings.replace(**overrides) if settings is not None
+                else run_settings.resolve(reference_mode, **overrides))
     if predictions is None and detector is None:
         raise ValueError("a detector is needed unless predictions= gives a file to score")
     timing: dict[str, float] = {}
