@@ -133,18 +133,11 @@ def test_random_weights_of_a_file_is_a_user_error(capsys, tmp_path):
     assert "registered name" in error_line(capsys, ["info", f"model={weights}", "random_weights=true"], "info")
 
 
-def test_val_with_a_predictions_file_writes_metrics(tmp_path, capsys, monkeypatch):
+def test_val_with_a_predictions_file_writes_metrics(tmp_path, capsys, monkeypatch, scored_dataset):
     """val scores a COCO predictions file (no model) on a generated dataset; metrics.json in runs/detect/val."""
-    root = tmp_path / "ds"
-    (root / "images/val").mkdir(parents=True)
-    (root / "labels/val").mkdir(parents=True)
-    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(root / "images/val/a.jpg")
-    (root / "labels/val/a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
-    (root / "data.yaml").write_text(f"path: {root}\nval: images/val\nnames: {{0: thing}}\n")
-    predictions = tmp_path / "p.json"
-    predictions.write_text(json.dumps([{"image_id": "a", "category_id": 1, "bbox": [16, 16, 32, 32], "score": 0.9}]))
+    data, predictions = scored_dataset
     monkeypatch.chdir(tmp_path)
-    assert run(["val", f"data={root / 'data.yaml'}", f"predictions={predictions}", f"json={tmp_path / 'm.json'}"]) == 0
+    assert run(["val", f"data={data}", f"predictions={predictions}", f"json={tmp_path / 'm.json'}"]) == 0
     metrics = json.loads((tmp_path / "runs/detect/val/metrics.json").read_text())
     assert metrics["map50"] == pytest.approx(1.0) and json.loads((tmp_path / "m.json").read_text()) == metrics
     capsys.readouterr()

@@ -47,3 +47,22 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} is absent (a fresh clone elsewhere has no ../shared)")
     return SHARED
+
+
+@pytest.fixture
+def scored_dataset(tmp_path) -> tuple[Path, Path]:
+    """(data YAML, COCO predictions file) of one 64x64 image with one box, detected exactly (mAP 1):
+    validation without a model."""
+    import json
+
+    from PIL import Image
+
+    root = tmp_path / "ds"
+    (root / "images/val").mkdir(parents=True)
+    (root / "labels/val").mkdir(parents=True)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(root / "images/val/a.jpg")
+    (root / "labels/val/a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    (root / "data.yaml").write_text(f"path: {root}\nval: images/val\nnames: {{0: thing}}\n")
+    predictions = tmp_path / "p.json"
+    predictions.write_text(json.dumps([{"image_id": "a", "category_id": 1, "bbox": [16, 16, 32, 32], "score": 0.9}]))
+    return root / "data.yaml", predictions

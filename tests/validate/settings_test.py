@@ -76,26 +76,14 @@ def test_progress_bar_rule(monkeypatch, tty):
     bar.close()
 
 
-def test_validate_takes_a_settings_value_plus_overrides(tmp_path):
+def test_validate_takes_a_settings_value_plus_overrides(scored_dataset):
     """validate(settings=...) starts from that value; keyword settings override it; it and
     reference_mode are exclusive."""
-    import json
-
-    import numpy as np
-    from PIL import Image
-
     from nasjax.validate import validate
 
-    root = tmp_path / "ds"
-    (root / "images/val").mkdir(parents=True)
-    (root / "labels/val").mkdir(parents=True)
-    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(root / "images/val/a.jpg")
-    (root / "labels/val/a.txt").write_text("0 0.5 0.5 0.5 0.5\n")
-    (root / "data.yaml").write_text(f"path: {root}\nval: images/val\nnames: {{0: thing}}\n")
-    predictions = tmp_path / "p.json"
-    predictions.write_text(json.dumps([{"image_id": "a", "category_id": 1, "bbox": [16, 16, 32, 32], "score": 0.9}]))
+    data, predictions = scored_dataset
     base = ValidationSettings.DEFAULT.replace(conf=0.05, max_det=100)
-    metrics = validate(None, root / "data.yaml", predictions=predictions, settings=base, iou=0.6, print_results=False)
+    metrics = validate(None, data, predictions=predictions, settings=base, iou=0.6, print_results=False)
     assert (metrics["settings"]["conf"], metrics["settings"]["max_det"], metrics["settings"]["iou"]) == (0.05, 100, 0.6)
     with pytest.raises(ValueError, match="not both"):
-        validate(None, root / "data.yaml", predictions=predictions, settings=base, reference_mode=True)
+        validate(None, data, predictions=predictions, settings=base, reference_mode=True)
