@@ -125,7 +125,8 @@ def _log(verbose: bool, message: str) -> None:
 
 def _export(detector, options: ExportOptions, output: Path, verbose: bool = False) -> Path:
     """The work, on checked options: versions, graph, conversion, metadata, files (written atomically)."""
-    verified = versions.check_versions(uses_top_k=options.nms is not None)
+    verified = versions.check_versions(uses_top_k=options.nms is not None,
+                                       symbolic_batch=options.format == "saved_model" and options.batch is None)
     start = time.perf_counter()
     outputs = metadata.output_shapes(detector, options)
     with versions.translate_failures(verified):

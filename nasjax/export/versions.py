@@ -62,10 +62,12 @@ def _needs(jax_version: str, tf_version: str) -> str:
             f"`{INSTALL_JAX}` or `{INSTALL_EXPORT}` (docs/export.md#versions)")
 
 
-def check_versions(uses_top_k: bool, jax_version: str | None = None, tf_version: str | None = None) -> bool:
-    """Check the installed jax and TF before converting; `uses_top_k`: the graph holds lax.top_k (NMS).
-    Raises `ExportError` for a jax known to fail this graph; warns (`ExportVersionWarning`) for an
-    unverified set and returns False; returns True for the verified set."""
+def check_versions(uses_top_k: bool, jax_version: str | None = None, tf_version: str | None = None,
+                   symbolic_batch: bool = False) -> bool:
+    """Check the installed jax and TF before converting; `uses_top_k`: the graph holds lax.top_k (NMS);
+    `symbolic_batch`: a SavedModel without a fixed batch. Raises `ExportError` for a jax known to fail
+    this graph; warns (`ExportVersionWarning`) for an unverified set and returns False; returns True
+    for the verified set."""
     if jax_version is None or tf_version is None:
         installed = installed_versions()
         jax_version = jax_version or installed[0]
@@ -75,6 +77,14 @@ def check_versions(uses_top_k: bool, jax_version: str | None = None, tf_version:
             f"jax {jax_version} cannot export NMS: it serialises lax.top_k as vhlo.composite_v2, which "
             f"tensorflow {tf_version} cannot read. Export needs jax {VERIFIED_JAX[0]}: `{INSTALL_JAX}` or "
             f"`{INSTALL_EXPORT}` (docs/export.md#versions); or export without nms (the runners do NMS on the host)"
+        )
+    if symbolic_batch and jax_version not in VERIFIED_JAX:
+        # Measured with jax 0.11.2 + TF 2.21: the batch shape assertions become vhlo.custom_call_v2, the
+        # SavedModel is written without an error and fails when called. Refuse rather than write it.
+        raise ExportError(
+            f"a SavedModel with a symbolic batch is verified with jax {VERIFIED_JAX[0]} only: with jax {jax_version} "
+            f"tensorflow {tf_version} writes one that fails when called. Give a fixed batch (batch=N), or install "
+            f"`{INSTALL_JAX}` / `{INSTALL_EXPORT}` (docs/export.md#versions)"
         )
     if jax_version in VERIFIED_JAX and tf_version in VERIFIED_TENSORFLOW:
         return True

@@ -414,6 +414,11 @@ def test_version_check_outcomes():
         assert_names_the_fix(message)
     with pytest.raises(ExportError, match="vhlo.composite_v2"):
         versions.check_versions(True, jax_version="0.10.2", tf_version="2.21.0")
+    # A symbolic-batch SavedModel: verified with jax 0.10.0 only (jax 0.11.2 writes one that fails when called).
+    assert versions.check_versions(False, jax_version="0.10.0", tf_version="2.21.0", symbolic_batch=True) is True
+    with pytest.raises(ExportError, match="symbolic batch.*batch=N") as error:
+        versions.check_versions(False, jax_version="0.11.2", tf_version="2.21.0", symbolic_batch=True)
+    assert_names_the_fix(str(error.value))
 
 
 def test_unverified_jax_deserialisation_failure_is_explained(detector, monkeypatch, tmp_path):
