@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 from nasjax.export import graph, metadata, tflite, versions
-from nasjax.export.metadata import (  # noqa: F401  (public names, used by main and older callers)
+from nasjax.export.metadata import (  # noqa: F401  (public names older callers import from here)
     DETECTION_OUTPUTS,
     METADATA_FORMAT,
     METADATA_VERSION,

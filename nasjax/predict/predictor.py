@@ -240,7 +240,5 @@ def _run(detector, items, *, settings: NMSSettings, batch_size, preprocess, imgs
                     if timings is not None:
                         timings["postprocess"] += time.perf_counter() - start
                     yield result
-            if bar is not None:
-                bar.update(len(chunks[k]))
-    if bar is not None:
-        bar.close()
+            bar.update(len(chunks[k]))
+    bar.close()
