@@ -95,7 +95,7 @@ def main() -> None:
     from nasjax.model import nms
     from nasjax.data import preprocessing
     from nasjax.model.core import jit_forward
-    from nasjax.export.exporter import calibration_files, export, import_tf
+    from nasjax.export import calibration_files, export, import_tf
 
     if not args.images.exists():
         sys.exit(f"{args.images} not found: pass --images DIR")

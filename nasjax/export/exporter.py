@@ -42,31 +42,11 @@ import time
 from pathlib import Path
 
 from nasjax.export import graph, metadata, tflite, versions
-from nasjax.export.metadata import (  # noqa: F401  (public names older callers import from here)
-    DETECTION_OUTPUTS,
-    METADATA_FORMAT,
-    METADATA_VERSION,
-    SAVED_MODEL_METADATA_FILE,
-    SIGNATURE,
-    TFLITE_METADATA_NAME,
-    build_metadata,
-    metadata_path,
-    nms_model_path,
-)
-from nasjax.export.options import (  # noqa: F401
-    DEFAULT_INT8_TAIL,
-    FORMATS,
-    INT8_TAILS,
-    ExportDependencyError,
-    ExportError,
-    ExportOptions,
-    calibration_files,
-    check_options,
-    default_output,
-)
+from nasjax.export.metadata import (SAVED_MODEL_METADATA_FILE, TFLITE_METADATA_NAME, build_metadata, metadata_path,
+                                    nms_model_path)
+from nasjax.export.options import (DEFAULT_INT8_TAIL, ExportOptions,
+                                   check_options, default_output)
 from nasjax.export.options import check_output as _check_output
-from nasjax.export.tflite import add_tflite_metadata, calibration_inputs, read_tflite_metadata  # noqa: F401
-from nasjax.export.versions import ExportVersionWarning, import_tf  # noqa: F401
 from nasjax.utils.atomic_files import replace_directory, write_atomic
 
 

@@ -160,13 +160,11 @@ def predict(
         pre-processing, summed over images), "inference" (device call: forward and NMS, and the
         transfer back) and "postprocess" (mapping boxes back, making Results), and "images" (count).
     """
-    if not 0 <= iou <= 1:
-        raise ValueError(f"iou must be in [0, 1], got {iou}")
     for name, value in (("max_det", max_det), ("nms_top_k", nms_top_k), ("batch_size", batch_size)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     settings = NMSSettings(conf=conf, iou=iou, top_k=int(nms_top_k), max_det=int(max_det),
-                           multi_label=multi_label, agnostic=agnostic)
+                           multi_label=multi_label, agnostic=agnostic)  # checks conf and iou
     preprocessing.make_transform((imgsz, imgsz), preprocess, imgsz, rounding=resize_rounding)  # validates early
     if timings is not None:
         for key in ("preprocess", "inference", "postprocess"):
