@@ -2,7 +2,7 @@
 
     python benchmarks/parity.py
 
-Uses the same weights, inputs and comparisons as tests/model_parity_test.py (which asserts the
+Uses the same weights, inputs and comparisons as tests/model/model_parity_test.py (which asserts the
 tolerances); this prints the measured maxima as a table for the README and the issue notes.
 """
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path[:0] = [str(TESTS), str(TESTS / "model")]
 
 import model_parity_test as parity  # noqa: E402
 from conftest import reference_outputs, sampling  # noqa: E402
