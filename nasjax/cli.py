@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import functools
 import importlib.resources
 import inspect
@@ -238,12 +239,37 @@ def _load_model(s: dict, what: str):
 _notes: list[str] = []
 
 
-def _run_dir(s: dict, default_name: str) -> Path:
+def _check_writable(*files: Path) -> None:
+    """Raise the OSError that writing each of `files` would meet (read-only, no permission, a file where a
+    folder should be), by creating and removing a temporary file in its nearest existing folder."""
+    import tempfile
+
+    for file in files:
+        if file.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a folder, where a file is to be written; give a file path", str(file))
+        folder = file.parent
+        while not folder.exists():
+            folder = folder.parent
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{folder} is a file, not a folder", str(file))
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise type(error)(error.errno, error.strerror, str(file)) from None
+
+
+def _run_dir(s: dict, default_name: str, claim: bool = False):
+    """save_dir, or the next free project/name (Ultralytics' increment_path). With claim, the folder is
+    made now (atomically, so that two runs starting at once get different numbers) and the answer is
+    (folder, whether this call created it)."""
     from nasjax.utils.paths import increment_path
 
-    if s.get("save_dir") is not None:
-        return Path(s["save_dir"])
-    return increment_path(Path(s["project"]) / (s["name"] or default_name), exist_ok=s["exist_ok"])
+    if s.get("save_dir") is not None or s["exist_ok"]:
+        path = Path(s["save_dir"]) if s.get("save_dir") is not None else Path(s["project"]) / (s["name"] or default_name)
+        return (path, False) if claim else path
+    path = increment_path(Path(s["project"]) / (s["name"] or default_name), mkdir=claim)
+    return (path, True) if claim else path
 
 
 def _options(command: str, s: dict, given: set[str], names: Sequence[str]) -> dict:
@@ -263,50 +289,27 @@ def _nms_options(command: str, s: dict, given: set[str]) -> dict:
     return options
 
 
-_WRITABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def _output_names(results) -> list[str]:
-    """An annotated-image file name per result: the source's name (.png when PIL cannot write its
-    format; image<i>.png for arrays), with _<i> added where two sources share a name."""
-    used: set[str] = set()
-    names = []
-    for i, r in enumerate(results):
-        path = Path(r.path) if r.path else Path(f"image{i}.png")
-        suffix = path.suffix if path.suffix.lower() in _WRITABLE_SUFFIXES else ".png"
-        name = path.stem + suffix
-        if name.lower() in used:
-            name = f"{path.stem}_{i}{suffix}"
-        used.add(name.lower())
-        names.append(name)
-    return names
-
-
 def cmd_predict(s: dict, given: set[str]) -> None:
     from nasjax.predict import predict
-    from nasjax.utils.atomic_files import write_atomic
+    from nasjax.predict.save import PredictionRun, check_save_dir
 
     source = s["source"]
     if not Path(source).exists() and not set("*?[") & set(source):  # before any weights are fetched
         raise FileNotFoundError(f"source {source}: no such file or folder")
-    model = _load_model(s, "detections")
+    save_dir, created = _run_dir(s, "predict", claim=True)
+    check_save_dir(save_dir)  # a file in the way or an earlier run there: refused before the model loads
     options = {**_nms_options("predict", s, given),
                **_options("predict", s, given, ("imgsz", "batch", "skip_errors", "exif_transpose", "workers"))}
-    results = predict(model, s["source"], dtype=_dtype(s), **options)
-    save_dir = _run_dir(s, "predict")
-    save_dir.mkdir(parents=True, exist_ok=True)
-    records = []
-    for result, name in zip(results, _output_names(results)):
-        if s["save"]:
-            result.save(save_dir / name)
-        h, w = result.orig_shape
-        records.append({"source": result.path, "annotated": name if s["save"] else None, "width": w, "height": h,
-                        "detections": result.to_list()})
-        print(f"{result.path or name}: {result.summary()}")
-    summary = {"model": s["model"], "random_weights": s["random_weights"], "settings": {**options, "dtype": s["dtype"]},
-               "images": records}
-    path = write_atomic(save_dir / "predictions.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1) + "\n"))
-    print(f"{len(records)} images → {save_dir} ({'annotated images and ' if s['save'] else ''}{path.name})")
+    # The run's files appear only when it has succeeded (nasjax/predict/save.py); an unwritable folder
+    # fails here, before the model is loaded.
+    with PredictionRun(save_dir, created=created) as run:
+        model = _load_model(s, "detections")
+        for result in predict(model, s["source"], dtype=_dtype(s), stream=True, **options):
+            record = run.add(result, save_image=s["save"])
+            print(f"{result.path or record['annotated']}: {result.summary()}")
+        path = run.finish({"model": s["model"], "random_weights": s["random_weights"],
+                           "settings": {**options, "dtype": s["dtype"]}})
+    print(f"{len(run.records)} images → {save_dir} ({'annotated images and ' if s['save'] else ''}{path.name})")
 
 
 def cmd_val(s: dict, given: set[str]) -> None:
@@ -317,6 +320,9 @@ def cmd_val(s: dict, given: set[str]) -> None:
     # The dataset first: a missing or malformed dataset fails before any weights are fetched.
     data_options = _options("val", s, given, ("images", "download", "exif_transpose", "tfds_data_dir", "tfds_download"))
     dataset = load_dataset(s["data"], s["split"] or "val", **data_options)
+    save_dir = _run_dir(s, "val")
+    # Unwritable outputs fail now, not after the whole validation has run.
+    _check_writable(save_dir / "metrics.json", *(Path(s[k]) for k in ("json", "save_predictions") if s[k] is not None))
     model = None if s["predictions"] is not None else _load_model(s, "metrics")
     options = {**_nms_options("val", s, given), **data_options,
                **_options("val", s, given, ("split", "imgsz", "batch", "reference_mode", "save_predictions",
@@ -324,7 +330,6 @@ def cmd_val(s: dict, given: set[str]) -> None:
     metrics = validate(model, dataset, dtype=_dtype(s), **options)
     record = {**metrics, "model": None if s["predictions"] else s["model"], "random_weights": s["random_weights"],
               "data": s["data"], "predictions": str(s["predictions"]) if s["predictions"] else None}
-    save_dir = _run_dir(s, "val")
     save_dir.mkdir(parents=True, exist_ok=True)
     targets = [save_dir / "metrics.json"] + ([Path(s["json"])] if s["json"] is not None else [])
     for target in targets:
@@ -395,11 +400,39 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+# What to do about an operating-system error, by errno (the error itself says what happened).
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "free space or write somewhere else",
+    errno.EDQUOT: "free space or write somewhere else",
+    errno.EFBIG: "write somewhere else",
+    errno.EROFS: "write somewhere else",
+    errno.EACCES: "check the permissions of the file and its folder, or use another path",
+    errno.EPERM: "check the permissions of the file and its folder, or use another path",
+    errno.ENOTDIR: "give another path",
+    errno.EEXIST: "give another path",
+    errno.ELOOP: "fix or remove the link",
+}
+
+
 def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror and not isinstance(error, _nasjax_errors()):
+        where = f"{error.filename}: " if error.filename else ""
+        hint = _OS_ERROR_HINTS.get(error.errno)
+        return f"{where}{error.strerror.lower()}" + (f"; {hint}" if hint else "")
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, KeyError):
         text = f"missing {text}"
     return text
+
+
+def _nasjax_errors() -> tuple[type, ...]:
+    """OSError subclasses of nasjax's own, whose message is already the one to show."""
+    try:
+        from nasjax.loading.hub import DownloadError
+
+        return (DownloadError,) if issubclass(DownloadError, OSError) else ()
+    except ImportError:
+        return ()
 
 
 def run(argv: Sequence[str]) -> int:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hostile import read_only_dir, small_disk
 from nasjax import cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,6 +126,37 @@ def test_unreadable_image_is_a_user_error(capsys, tmp_path):
     err = error_line(capsys, ["predict", "random_weights=true", f"source={tmp_path / 'bad.jpg'}", f"imgsz={IMGSZ}",
                               f"save_dir={tmp_path / 'out'}"], "predict")
     assert "bad.jpg" in err
+
+
+def test_predict_output_that_cannot_be_written(images, tmp_path, capsys):
+    """A file where the run folder should be, an earlier run in it, a read-only or full disk: one line,
+    exit 2, no partial files, the earlier output untouched."""
+    argv = ["predict", "model=yolo_nas_s", "random_weights=true", f"source={images}", f"imgsz={IMGSZ}"]
+    (tmp_path / "afile").write_text("mine")
+    assert "is a file, not a folder" in error_line(capsys, [*argv, f"save_dir={tmp_path / 'afile'}"], "predict")
+    assert (tmp_path / "afile").read_text() == "mine"
+    assert run([*argv, f"save_dir={tmp_path / 'out'}"]) == 0
+    capsys.readouterr()
+    earlier = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert "already holds an earlier prediction run" in error_line(capsys, [*argv, f"save_dir={tmp_path / 'out'}"],
+                                                                   "predict")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == earlier
+    with read_only_dir(tmp_path) as folder:
+        assert "read-only file system; write somewhere else" in error_line(capsys, [*argv, f"project={folder}"],
+                                                                            "predict")
+    with small_disk(tmp_path, "4k") as disk:
+        err = error_line(capsys, [*argv, f"project={disk}", "name=full"], "predict")
+        assert f"{disk}/full/im" in err and "no space left on device; free space" in err
+        assert os.listdir(disk) == []  # neither the images nor the run folder it made
+
+
+def test_val_checks_its_outputs_before_running(tmp_path, capsys, scored_dataset):
+    data, predictions = scored_dataset
+    with read_only_dir(tmp_path, {"m.json": b"earlier"}) as folder:
+        err = error_line(capsys, ["val", f"data={data}", f"predictions={predictions}", f"json={folder / 'm.json'}",
+                                  f"project={tmp_path / 'runs'}"], "val")
+        assert f"{folder / 'm.json'}: read-only file system" in err and (folder / "m.json").read_bytes() == b"earlier"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_random_weights_of_a_file_is_a_user_error(capsys, tmp_path):
