@@ -77,7 +77,13 @@ _WRAPPER = """
 import resource, sys, json, atexit
 resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
 def _report():
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the process image that exec replaced, which
+    # under vfork is the parent's (a test process holding jax and TF: ~2 GB).
+    peak = 0.0
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024
     sys.stderr.write("\\n__PEAK_RSS_MIB__=%.1f\\n" % peak)
     sys.stderr.flush()
 atexit.register(_report)
