@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nasjax.converters.torch_pickle import WeightFileError
 from nasjax.loading import checkpoint
 from nasjax.loading import hub
 from nasjax.model.core import Network
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from nasjax.converters.weight_file import WeightFile
 
 
-def load_network(name_or_path: str | os.PathLike, pretrained: bool = True, fuse: bool = True):
+def load_network(name_or_path: str | os.PathLike, pretrained: bool = True, fuse: bool = True, trusted: bool = False):
     """A ready-to-run `Network`.
 
     name_or_path: a registered weight name (`yolo_nas_s`, `yolo_nas_m.coco_ultralytics`, ... see
@@ -42,6 +43,8 @@ def load_network(name_or_path: str | os.PathLike, pretrained: bool = True, fuse:
         (`nasjax.model.build.build_network`), without touching the network or the cache.
     fuse: True (default) fully fuses the QARepVGG blocks, the fastest form for inference; False keeps
         the form of the weights (the published files are in the training form).
+    trusted: exported models only: True skips the check that the graph holds only what nasjax exports
+        contain (a SavedModel is a program; docs/export.md#trusted). Only for files from a source you trust.
     """
     if isinstance(name_or_path, str) and registry.is_known(name_or_path):
         entry = registry.get_entry(name_or_path)
@@ -54,6 +57,10 @@ def load_network(name_or_path: str | os.PathLike, pretrained: bool = True, fuse:
         return _load_registered(entry, fuse)
     path = Path(name_or_path)
     if not path.exists():
+        if os.path.lexists(path):  # a link that leads nowhere (a loop, a missing target): say which
+            from nasjax.converters.torch_pickle import regular_file_size
+
+            regular_file_size(path)  # raises a WeightFileError naming the loop or the missing target
         raise FileNotFoundError(
             f"{str(name_or_path)!r} is neither an existing file or directory nor a registered weight name; "
             f"known names: {', '.join(registry.list_weights())}"
@@ -65,7 +72,7 @@ def load_network(name_or_path: str | os.PathLike, pretrained: bool = True, fuse:
     if path.suffix.lower() == ".tflite" or (path / "saved_model.pb").is_file():
         from nasjax.export.runners import load_exported  # exported models: a runner with the same batch interface
 
-        return load_exported(path)
+        return load_exported(path, trusted=trusted)
     if path.is_dir():
         detector = checkpoint.load_detector(path)
         return detector.fuse("full") if fuse and detector.form != "full" else detector
@@ -113,34 +120,55 @@ def source_metadata(weight_file: WeightFile, filename: str) -> dict[str, str]:
     }
 
 
-def _cached(directory: Path) -> Network | None:
-    """The detector cached in `directory`; None when there is none or it is unreadable (then it is removed)."""
+def _cached(directory: Path, discard: bool = True) -> Network | None:
+    """The detector cached in `directory`; None when there is none or it is unreadable (then, with
+    `discard`, which only the holder of the conversion lock may ask for, it is removed)."""
     if not directory.exists():
         return None
     try:
         return checkpoint.load_detector(directory)
     except checkpoint.CheckpointError as e:
+        if not discard:
+            return None
         message = f"discarding the unreadable cached conversion {directory} and converting again: {e}"
         warnings.warn(message, stacklevel=4)
-        shutil.rmtree(directory)
+        shutil.rmtree(directory, ignore_errors=True)
         return None
+
+
+def _cached_registered(entry: registry.WeightEntry, form: str, home: Path, discard: bool) -> Network | None:
+    downloaded = hub.downloads_dir(home) / entry.filename
+    # Without a published hash the cache is keyed by the hash of the file actually downloaded.
+    sha256 = entry.sha256 or (hub.sha256_file(downloaded) if downloaded.exists() else None)
+    if sha256 is None:
+        return None
+    return _cached(hub.converted_dir(entry.name, sha256, form, home), discard)
 
 
 def _load_registered(entry: registry.WeightEntry, fuse: bool) -> Network:
     home = hub.cache_home()
     form = "full" if fuse else entry.form
-    downloaded = hub.downloads_dir(home) / entry.filename
-    # Without a published hash the cache is keyed by the hash of the file actually downloaded.
-    sha256 = entry.sha256 or (hub.sha256_file(downloaded) if downloaded.exists() else None)
-    if sha256 is not None and (detector := _cached(hub.converted_dir(entry.name, sha256, form, home))):
+    if detector := _cached_registered(entry, form, home, discard=False):
         return detector
-    source = hub.fetch(entry, home=home)
-    detector, weight_file = convert_file(source, "full" if fuse else None)
-    detector.preprocessing = entry.preprocessing  # the registry's word for a published file
-    metadata = {**source_metadata(weight_file, entry.filename), "weights": entry.name}
-    target = hub.converted_dir(entry.name, weight_file.sha256, detector.form, home)
-    try:
-        checkpoint.save_detector(detector, target, metadata, overwrite=True)
-    except OSError as e:  # a read-only or full cache costs speed on the next load, not this load
-        warnings.warn(f"could not cache the converted weights in {target}: {e}", stacklevel=3)
+    # One process at a time downloads and converts an entry; the others then find its cached conversion.
+    with hub.cache_lock(home / "locks" / f"{entry.name}-{form}"):
+        if detector := _cached_registered(entry, form, home, discard=True):
+            return detector
+        source = hub.fetch(entry, home=home)
+        try:
+            detector, weight_file = convert_file(source, "full" if fuse else None)
+        except WeightFileError as e:
+            if entry.sha256 is not None:  # the file is the published one: downloading it again cannot help
+                raise
+            source.unlink(missing_ok=True)
+            raise WeightFileError(
+                f"{e}\nThe cached download {source} was removed: load {entry.name!r} again to download it anew."
+            ) from e
+        detector.preprocessing = entry.preprocessing  # the registry's word for a published file
+        metadata = {**source_metadata(weight_file, entry.filename), "weights": entry.name}
+        target = hub.converted_dir(entry.name, weight_file.sha256, detector.form, home)
+        try:
+            checkpoint.save_detector(detector, target, metadata, overwrite=True)
+        except OSError as e:  # a read-only or full cache costs speed on the next load, not this load
+            warnings.warn(f"could not cache the converted weights in {target}: {e}", stacklevel=3)
     return detector

@@ -6,13 +6,19 @@ which model they belong to.
 
 The JSON is what makes the directory loadable on its own: the model is rebuilt abstractly from
 (variant, form, num_classes) and the arrays are restored into it, so no conversion code runs. A
-directory is written into a temporary sibling and renamed into place, so a reader never sees half of one.
+directory is written into a temporary sibling and renamed into place, so a reader never sees half of one,
+and a failed write (a full disk: `DiskFullError`, checked before orbax starts) leaves nothing behind.
+Without `overwrite`, that rename is also the check that the target does not exist: two conversions
+into one directory cannot both succeed, the second one fails instead of replacing the first.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,6 +29,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from nasjax.configs import VARIANTS, get_config
+from nasjax.loading.hub import DiskFullError, check_free_space, is_disk_full
 from nasjax.utils import atomic_files
 from nasjax.model import yolo_nas as models
 from nasjax.model.core import Network
@@ -57,7 +64,10 @@ def save_detector(
 
     directory = Path(directory).absolute()
     if directory.exists() and not overwrite:
-        raise FileExistsError(f"{directory} already exists; remove it or choose another output directory")
+        raise FileExistsError(
+            f"{directory} already exists; remove it, choose another output directory, "
+            "or pass overwrite=true to replace it"
+        )
     extra = dict(metadata or {})
     clash = sorted(set(extra) & set(_MODEL_FIELDS))
     if clash:
@@ -73,11 +83,48 @@ def save_detector(
         "preprocessing": detector.preprocessing.to_dict(),
         **extra,
     }
-    with atomic_files.replace_directory(directory) as staging:
-        with ocp.StandardCheckpointer() as checkpointer:  # leaving it waits for the asynchronous write
-            checkpointer.save(staging / VARIABLES_DIR, nnx.to_pure_dict(detector.variables))
-        (staging / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    variables = nnx.to_pure_dict(detector.variables)
+    needed = sum(int(np.asarray(leaf).nbytes) for leaf in jax.tree.leaves(variables))
+    # Refused before writing: orbax fails on a full disk with a ValueError and noise from its threads.
+    check_free_space(directory.parent, needed, f"the checkpoint {directory}")
+
+    def write(staging: Path) -> None:
+        try:
+            with ocp.StandardCheckpointer() as checkpointer:  # leaving it waits for the asynchronous write
+                checkpointer.save(staging / VARIABLES_DIR, variables)
+            (staging / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        except Exception as e:  # orbax reports ENOSPC as a ValueError naming its own temporary files
+            if is_disk_full(e):
+                raise DiskFullError(directory.parent, f"the checkpoint {directory}", needed) from e
+            raise
+
+    if overwrite:
+        with atomic_files.replace_directory(directory) as staging:
+            write(staging)
+    else:
+        _write_new_directory(directory, write)
     return directory
+
+
+def _write_new_directory(directory: Path, write) -> None:
+    """`write(staging)` into a temporary sibling renamed to `directory` only if that still does not exist:
+    the rename fails if another process created it meanwhile, so nothing is silently replaced."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        write(staging)
+        try:
+            os.rename(staging, directory)  # onto an existing non-empty directory (or a file): an error
+        except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise FileExistsError(
+                    f"{directory} was created by someone else while this one was written; it was "
+                    "left as it is: choose another output directory, or pass overwrite=true to replace it"
+                ) from e
+            raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
