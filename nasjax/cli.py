@@ -233,7 +233,7 @@ def _load_model(s: dict, what: str):
         # Said once the command has succeeded, so that an error stays the only line on stderr.
         _notes.append(f"warning: {s['model']} with random weights (seed 0): the {what} are meaningless")
         return model
-    return nasjax.load(s["model"])
+    return nasjax.load(s["model"], trusted=s["trusted"])
 
 
 _notes: list[str] = []

@@ -92,12 +92,13 @@ def _as_model(loaded):
     return loaded
 
 
-def load(name_or_path: str | os.PathLike, pretrained: bool = True, fuse: bool = True):
+def load(name_or_path: str | os.PathLike, pretrained: bool = True, fuse: bool = True, trusted: bool = False):
     """A ready-to-run `Detector` (or, for an exported .tflite / SavedModel, a runner with the same
-    interface). Sources and options: `nasjax.loading.load_network`."""
+    interface). Sources and options (trusted: exported models from a source you trust, unchecked):
+    `nasjax.loading.load_network`."""
     from nasjax.loading import load_network
 
-    return _as_model(load_network(name_or_path, pretrained=pretrained, fuse=fuse))
+    return _as_model(load_network(name_or_path, pretrained=pretrained, fuse=fuse, trusted=trusted))
 
 
 def from_state_dict(

@@ -31,23 +31,33 @@ What each format holds (all take NHWC RGB images; inputs and outputs are named):
 Beside every export a JSON (`<name>.json` beside a .tflite, `nasjax.json` inside a SavedModel
 directory) records the class names, input size, pre-processing, input encoding, outputs, quantization
 and NMS settings; TFLite files carry the same JSON as a `nasjax` metadata entry (#metadata).
+
+Files are replaced as a unit, so that a failure (a full or read-only disk, a directory in the way)
+leaves the earlier export working: a SavedModel directory is staged beside its target and renamed over
+it; the files of a TFLite export (`.tflite`, `.json`, `_nms.tflite`) are all written in full beside
+their targets before the first is renamed, and a failed rename puts the earlier files back. A write
+that fails raises one `ExportError` naming the file and the cause.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import re
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from nasjax.export import graph, metadata, tflite, versions
 from nasjax.export.metadata import (SAVED_MODEL_METADATA_FILE, TFLITE_METADATA_NAME, build_metadata, metadata_path,
                                     nms_model_path)
-from nasjax.export.options import (DEFAULT_INT8_TAIL, ExportOptions,
+from nasjax.export.options import (DEFAULT_INT8_TAIL, ExportError, ExportOptions,
                                    check_options, default_output)
 from nasjax.export.options import check_output as _check_output
-from nasjax.utils.atomic_files import replace_directory, write_atomic
+from nasjax.utils.atomic_files import replace_directory
 
 
 def export(
@@ -111,7 +121,7 @@ def _export(detector, options: ExportOptions, output: Path, verbose: bool = Fals
     outputs = metadata.output_shapes(detector, options)
     with versions.translate_failures(verified):
         if options.format == "saved_model":
-            with replace_directory(output) as staging:
+            with _writing(output), replace_directory(output) as staging:
                 graph.save_network(detector, options, staging)
                 info = build_metadata(detector, options, outputs, None)
                 (staging / SAVED_MODEL_METADATA_FILE).write_text(json.dumps(info, indent=1) + "\n")
@@ -119,34 +129,93 @@ def _export(detector, options: ExportOptions, output: Path, verbose: bool = Fals
             return output
 
         with tempfile.TemporaryDirectory(prefix="nasjax-export-") as tmp:
-            graph.save_network(detector, options, Path(tmp))
+            with _writing(output, Path(tmp)):  # the graph is staged in the temporary folder
+                graph.save_network(detector, options, Path(tmp))
             _log(verbose, f"traced and saved the graph in {time.perf_counter() - start:.1f} s; converting"
                  + (f" with {len(options.calibration)} calibration images" if options.int8 else ""))
             model = tflite.convert(tmp, options, detector.preprocessing)
-        nms_file = None
+        files = {}
         if options.nms:
-            nms_file = _export_nms_tflite(detector, options, output, outputs)
-    info = build_metadata(detector, options, outputs, nms_file)
+            files[nms_model_path(output)] = _export_nms_tflite(detector, options, output, outputs)
+    info = build_metadata(detector, options, outputs, nms_model_path(output).name if options.nms else None)
     text = json.dumps(info, indent=1) + "\n"
     model = tflite.add_metadata(model, TFLITE_METADATA_NAME, text.encode())
-    write_atomic(output, lambda p: p.write_bytes(model))
-    write_atomic(metadata_path(output), lambda p: p.write_text(text))
+    with _writing(output):
+        _replace_files({output: model, metadata_path(output): text.encode(), **files})
     _log(verbose, f"wrote {output} ({len(model) / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s")
     return output
 
 
-def _export_nms_tflite(detector, options: ExportOptions, output: Path, outputs: dict[str, list]) -> str:
-    """Write `<name>_nms.tflite` (float32, with its own metadata entry); returns its file name."""
+def _export_nms_tflite(detector, options: ExportOptions, output: Path, outputs: dict[str, list]) -> bytes:
+    """`<name>_nms.tflite` (float32, with its own metadata entry)."""
     first = next(iter(outputs.values()))
     num_anchors, num_classes = first[1], detector.num_classes
     with tempfile.TemporaryDirectory(prefix="nasjax-nms-") as tmp:
-        graph.save_nms(options.nms, options.batch, num_anchors, num_classes, Path(tmp))
+        with _writing(output, Path(tmp)):
+            graph.save_nms(options.nms, options.batch, num_anchors, num_classes, Path(tmp))
         model = tflite.convert(tmp)
     info = metadata.build_nms_metadata(options, output.name, num_anchors, num_classes)
-    model = tflite.add_metadata(model, TFLITE_METADATA_NAME, json.dumps(info).encode())
-    path = nms_model_path(output)
-    write_atomic(path, lambda p: p.write_bytes(model))
-    return path.name
+    return tflite.add_metadata(model, TFLITE_METADATA_NAME, json.dumps(info).encode())
+
+
+@contextlib.contextmanager
+def _writing(output: Path, where: Path | None = None):
+    """A write (in `where`, default `output`) that fails — disk full, read-only, not allowed, from Python
+    or from TensorFlow's own file writes — becomes one ExportError naming the file and the cause, and
+    saying that `output` was not replaced."""
+    unchanged = f"nothing was replaced (an earlier {output} is unchanged)"
+    try:
+        yield
+    except OSError as e:
+        raise ExportError(f"could not write {e.filename or where or output}: {e.strerror or e}; {unchanged}") from e
+    except Exception as e:
+        tf = sys.modules.get("tensorflow")
+        if tf is None or not isinstance(e, (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError)):
+            raise
+        cause = re.sub(r"\{\{.*?\}\}\s*", "", " ".join(str(e).split())) or type(e).__name__  # less TF's node tag
+        raise ExportError(f"could not write {where or output}: {cause[-400:]}; {unchanged}") from e
+
+
+def _replace_files(files: dict[Path, bytes]) -> None:
+    """Write `files` ({target: bytes}) so that they replace their targets together: every file is written
+    in full beside its target first (a full disk fails here, before any target changes); then each is
+    renamed over its target, the earlier file kept as a hard link until all are in place; a rename that
+    fails puts every earlier file back. No temporary file is left either way."""
+    tag = uuid.uuid4().hex[:12]
+    staged = {target: target.parent / f".{target.name}.{tag}.tmp" for target in files}
+    backups: dict[Path, Path | None] = {}  # target → its earlier file (None: there was none)
+    try:
+        for target, data in files.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(staged[target], "xb") as f:
+                    f.write(data)
+            except OSError as e:  # name the target, not the temporary file
+                raise OSError(e.errno, e.strerror, str(target)) from e
+        for target, tmp in staged.items():
+            backup = None
+            if os.path.isdir(target) and not os.path.islink(target):
+                raise IsADirectoryError(errno.EISDIR, "a directory is in the way", str(target))
+            if os.path.lexists(target):
+                backup = target.parent / f".{target.name}.{tag}.old"
+                try:
+                    os.link(target, backup, follow_symlinks=False)
+                except OSError:  # a filesystem without hard links: the target is missing until the rename
+                    os.rename(target, backup)
+            backups[target] = backup
+            os.replace(tmp, target)
+    except BaseException:
+        for target, backup in backups.items():  # undo, in any order: each target is independent
+            with contextlib.suppress(OSError):
+                if backup is not None:
+                    os.replace(backup, target)
+                elif not os.path.lexists(staged[target]):  # the new file is in place: there was none before
+                    os.unlink(target)
+        raise
+    finally:
+        for path in [*staged.values(), *(b for b in backups.values() if b is not None)]:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 # --- command line ----------------------------------------------------------------------------------

@@ -23,6 +23,11 @@ DECODED_OUTPUTS = ("boxes", "scores")
 DETECTION_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 
 
+class ExportedModelError(ValueError):
+    """An exported model that cannot be run: a file that is not a model nasjax wrote (damaged, truncated,
+    another program's), missing or invalid metadata, an unexpected signature. The message names the file."""
+
+
 def metadata_path(model_path: str | os.PathLike) -> Path:
     """Where the JSON of an exported model lives: `<dir>/nasjax.json` for a SavedModel directory,
     `<name>.json` beside a .tflite file."""

@@ -21,6 +21,11 @@ read by name); SavedModels in TensorFlow. What the host adds, so that every expo
   `<name>_nms.tflite` (docs/export.md#nms).
 
 Outputs are read by name from the `serving_default` signature (docs/export.md#output-names).
+
+An exported file is checked before it runs: its export JSON against what the exporter writes (a
+damaged or foreign file is an `ExportedModelError` naming the file and the field, never a bare
+KeyError), a SavedModel's graph against the ops nasjax's exports contain and a .tflite's against
+TFLite's built-in operators (nasjax.export.scan, docs/export.md#trusted; `trusted=True` skips this).
 """
 from __future__ import annotations
 
@@ -36,11 +41,14 @@ import numpy as np
 from nasjax.configs import VARIANTS, get_config
 from nasjax.data import preprocessing
 from nasjax.export.metadata import (
+    DECODED_OUTPUTS,
     DETECTION_OUTPUTS,
+    HOST_TAIL_OUTPUTS,
     INPUT_NAME,
     METADATA_FORMAT,
     SIGNATURE,
     TFLITE_METADATA_NAME,
+    ExportedModelError,
     metadata_path,
     nms_settings_of,
 )
@@ -51,33 +59,88 @@ from nasjax.model.nms import NMSSettings
 from nasjax.weights.registry import COCO_PREPROCESSING, Preprocessing
 
 
-class ExportedModelError(ValueError):
-    """An exported model that cannot be run: missing or invalid metadata, unexpected signature."""
+# An export JSON is a few KiB (class names included); a larger "sidecar" is not one.
+MAX_METADATA_BYTES = 16 * 2**20
 
 
 def read_export_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The export JSON of a .tflite file (beside it, else embedded) or of a SavedModel directory."""
+    """The export JSON of a .tflite file (beside it, else embedded) or of a SavedModel directory,
+    checked (`check_metadata`)."""
     path = Path(path)
     sidecar = metadata_path(path)
-    text = None
+    data, source = None, sidecar
     if sidecar.is_file():
-        text = sidecar.read_text()
+        if sidecar.stat().st_size > MAX_METADATA_BYTES:
+            raise ExportedModelError(f"{sidecar} ({sidecar.stat().st_size} bytes) is too large to be the export "
+                                     f"JSON of {path}; export the model again")
+        data = sidecar.read_bytes()
     elif path.suffix.lower() == ".tflite":
-        data = read_tflite_metadata(path)
-        text = data.decode() if data is not None else None
-    if text is None:
+        data, source = read_tflite_metadata(path), f"the '{TFLITE_METADATA_NAME}' metadata entry of {path}"
+    if data is None:
         raise ExportedModelError(f"{path} has no nasjax export metadata ({sidecar} or a '{TFLITE_METADATA_NAME}' "
                                  "TFLite metadata entry); export it with nasjax export / model.export()")
     try:
-        info = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ExportedModelError(f"the export metadata of {path} is not valid JSON: {e}") from e
+        info = json.loads(data)
+    except ValueError as e:  # invalid JSON or not UTF-8
+        raise ExportedModelError(f"{source} is not valid JSON ({e}); export the model again") from e
+    return check_metadata(info, source)
+
+
+def check_metadata(info: Any, source: str | os.PathLike) -> dict[str, Any]:
+    """`info` if it is an export JSON this version can run (the fields and types `build_metadata`
+    writes), else `ExportedModelError` naming `source` and the field. Fields this version does not
+    know are ignored: the format only ever adds fields (nasjax/export/metadata.py)."""
+    def fail(what: str):
+        raise ExportedModelError(f"{source}: {what}; it is not an export JSON this nasjax can run "
+                                 "(export the model again, or restore the JSON the export wrote)")
+
+    def is_int(value, low: int = 1) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
     if not isinstance(info, dict) or info.get("format") != METADATA_FORMAT:
-        raise ExportedModelError(f"the metadata of {path} is not a nasjax export description")
+        fail(f"not a nasjax export description (no \"format\": \"{METADATA_FORMAT}\")")
     if info.get("kind") == "nms":
-        raise ExportedModelError(f"{path} is the NMS graph of {info.get('model')}; load that model instead")
-    if info.get("variant") not in VARIANTS:
-        raise ExportedModelError(f"the metadata of {path} names an unknown variant {info.get('variant')!r}")
+        raise ExportedModelError(f"{source} describes the NMS graph of {info.get('model')}; load that model instead")
+    missing = [k for k in ("variant", "num_classes", "imgsz", "input", "outputs") if k not in info]
+    if missing:
+        fail(f"missing field(s) {', '.join(missing)}")
+    if info["variant"] not in VARIANTS:
+        fail(f"unknown variant {info['variant']!r} (known: {', '.join(VARIANTS)})")
+    if info.get("model_format", "tflite") not in ("tflite", "saved_model"):
+        fail(f"unknown model_format {info['model_format']!r}")
+    if not is_int(info["num_classes"]):
+        fail(f"num_classes must be a positive integer, got {info['num_classes']!r}")
+    names = info.get("class_names")
+    if names is not None and not (isinstance(names, list) and len(names) == info["num_classes"]
+                                  and all(isinstance(n, str) for n in names)):
+        fail(f"class_names must be a list of {info['num_classes']} strings")
+    imgsz = info["imgsz"]
+    if not (isinstance(imgsz, list) and len(imgsz) == 2 and all(is_int(v) for v in imgsz)):
+        fail(f"imgsz must be [height, width] in pixels, got {imgsz!r}")
+    if info.get("batch") is not None and not is_int(info["batch"]):
+        fail(f"batch must be a positive integer or null, got {info['batch']!r}")
+    if not isinstance(info.get("quantization", ""), str):
+        fail(f"quantization must be a string, got {info['quantization']!r}")
+    inputs = info["input"]
+    if not (isinstance(inputs, dict) and inputs.get("dtype") in ("uint8", "float32")):
+        fail(f"input must describe the input tensor with a dtype uint8 or float32, got {inputs!r}"[:300])
+    outputs = info["outputs"]
+    if not (isinstance(outputs, dict) and all(isinstance(v, list) for v in outputs.values())):
+        fail(f"outputs must map output names to shapes, got {outputs!r}"[:300])
+    heads = [names for names in (DECODED_OUTPUTS, HOST_TAIL_OUTPUTS) if set(names) <= set(outputs)]
+    if len(heads) != 1 or set(outputs) - set(heads[0]) - set(DETECTION_OUTPUTS):
+        fail(f"unknown outputs {sorted(outputs)} (expected {' and '.join(DECODED_OUTPUTS)} or "
+             f"{' and '.join(HOST_TAIL_OUTPUTS)}, and optionally {', '.join(DETECTION_OUTPUTS)})")
+    config = info.get("config") or {}
+    if not (isinstance(config, dict) and all(is_int(v, 0) for v in config.values())):
+        fail(f"config must map pre-processing numbers to integers, got {config!r}"[:300])
+    nms_model = info.get("nms_model")
+    if nms_model is not None and not (isinstance(nms_model, str) and nms_model and Path(nms_model).name == nms_model):
+        fail(f"nms_model must be a file name beside the model, got {nms_model!r}")
+    try:
+        nms_settings_of(info.get("nms"))
+    except (TypeError, ValueError, AttributeError) as e:
+        fail(f"invalid nms settings {info.get('nms')!r} ({e})")
     return info
 
 
@@ -113,7 +176,7 @@ class ExportedDetector:
 
     def __init__(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None):
         self.path = Path(path)
-        self.metadata = metadata if metadata is not None else read_export_metadata(path)
+        self.metadata = check_metadata(metadata, "metadata=") if metadata is not None else read_export_metadata(path)
         m = self.metadata
         base = m.get("config") or {}  # the weights' pre-processing numbers (older files: the same keys)
         self.config = get_config(m["variant"], num_classes=int(m["num_classes"]))
@@ -126,7 +189,7 @@ class ExportedDetector:
         self.batch = m.get("batch")  # None: any batch
         self.quantization = m.get("quantization", "float32")
         self.form = f"exported {m.get('model_format')} {self.quantization}"
-        self.uint8_input = m["input"]["dtype"] == "uint8"
+        self.uint8_input = m["input"]["dtype"] == "uint8"  # checked: uint8 or float32
         self.output_names = tuple(m["outputs"])
         self.host_tail = "reg_distri" in self.output_names
         # The NMS settings baked into a SavedModel's graph (None: no NMS inside).
@@ -239,7 +302,8 @@ class ExportedDetector:
     def info(self) -> str:
         m = self.metadata
         text = (f"{self.config.name} exported as {m.get('model_format')} ({self.quantization}): {self.path}\n"
-                f"input {m['input']['name']} {m['input']['shape']} {m['input']['dtype']} ({m['input']['values']}); "
+                f"input {m['input'].get('name', INPUT_NAME)} {m['input'].get('shape')} {m['input']['dtype']} "
+                f"({m['input'].get('values')}); "
                 f"outputs {', '.join(f'{k} {v}' for k, v in m['outputs'].items())}; {self.num_classes} classes")
         print(text)
         return text
@@ -251,21 +315,24 @@ class TFLiteDetector(ExportedDetector):
     num_threads: interpreter threads (default: the interpreter's own choice).
     nms: "host" (default: nasjax.model.nms jitted on the host, bit-identical to predict on the JAX model)
         or "tflite" (the exported `<name>_nms.tflite`, when it exists and its settings match the call).
+    trusted: False (default) refuses a file with custom (non built-in) operators, which nasjax exports
+        never contain (a Flex op runs TensorFlow ops, file reads and writes included); True skips that.
     """
 
     backend = "tflite"
 
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None, nms: str = "host",
-                 metadata: dict[str, Any] | None = None):
+                 metadata: dict[str, Any] | None = None, trusted: bool = False):
         if nms not in ("host", "tflite"):
             raise ValueError(f"nms must be 'host' or 'tflite', got {nms!r}")
-        super().__init__(path, metadata)
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as e:
             raise ImportError("running .tflite files needs ai-edge-litert: pip install 'nasjax[export]'") from e
         self.num_threads = num_threads
-        self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
+        # The interpreter first: it verifies the flatbuffer before anything reads it in Python.
+        self.interpreter = self._interpreter(Interpreter, path, num_threads, trusted)
+        super().__init__(path, metadata)
         self.runner = self._signature_runner(self.interpreter, self.path)
         inputs = self.runner.get_input_details()
         if set(inputs) != {INPUT_NAME}:
@@ -284,10 +351,32 @@ class TFLiteDetector(ExportedDetector):
             if not name or not (self.path.parent / name).is_file():
                 raise ExportedModelError(f"{self.path} has no exported NMS model (export with nms=True)")
             self.nms_model = self.path.parent / name
-            self._nms_interpreter = Interpreter(model_path=str(self.nms_model), num_threads=num_threads)
+            self._nms_interpreter = self._interpreter(Interpreter, self.nms_model, num_threads, trusted)
             self._nms_runner = self._signature_runner(self._nms_interpreter, self.nms_model)
-            self._nms_info = json.loads(read_tflite_metadata(self.nms_model) or b"{}")
-            self._nms_baked = nms_settings_of(self._nms_info.get("nms"))
+            try:
+                self._nms_info = json.loads(read_tflite_metadata(self.nms_model) or b"{}")
+                self._nms_baked = nms_settings_of(self._nms_info.get("nms"))
+            except (ValueError, TypeError, AttributeError) as e:
+                raise ExportedModelError(f"the '{TFLITE_METADATA_NAME}' metadata of {self.nms_model} is not a "
+                                         f"valid NMS description ({e}); export the model again with nms=True") from e
+
+    @staticmethod
+    def _interpreter(interpreter_class, path, num_threads, trusted):
+        """A LiteRT interpreter of `path`; a file it cannot read (empty, truncated, not a flatbuffer) or,
+        unless trusted, one with custom operators raises ExportedModelError."""
+        try:
+            interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
+        except (ValueError, RuntimeError) as e:
+            raise ExportedModelError(f"{path} is not a readable TFLite model ({str(e).strip()[:200]}); "
+                                     "export it again (nasjax export)") from e
+        if not trusted:
+            custom = _custom_operators(path)
+            if custom:
+                raise ExportedModelError(
+                    f"{path} uses custom TFLite operators {sorted(custom)}, which nasjax exports never contain "
+                    "(a Flex operator runs TensorFlow ops, which can read and write files); refusing to run it. "
+                    "If you trust its source, load it with trusted=True (docs/export.md#trusted)")
+        return interpreter
 
     @staticmethod
     def _signature_runner(interpreter, path):
@@ -332,6 +421,17 @@ class TFLiteDetector(ExportedDetector):
         return nms.Detections(*(np.concatenate(p) for p in zip(*parts)))
 
 
+def _custom_operators(path) -> set[str]:
+    """The custom operator codes of a .tflite file (already verified by the interpreter)."""
+    from nasjax.export.tflite import _schema
+
+    schema = _schema()
+    model = schema.Model.GetRootAs(Path(path).read_bytes(), 0)
+    codes = (model.OperatorCodes(i) for i in range(model.OperatorCodesLength()))
+    return {(c.CustomCode() or b"?").decode(errors="replace") for c in codes
+            if max(c.BuiltinCode(), c.DeprecatedBuiltinCode()) == schema.BuiltinOperator.CUSTOM}
+
+
 def _same_nms(baked: NMSSettings | None, settings: NMSSettings, thresholds: bool) -> bool:
     """`baked` (an export's NMS settings) gives `settings`' detections: equal static settings and, with
     `thresholds`, equal float32 conf and iou."""
@@ -349,17 +449,30 @@ def _dequantized(value: np.ndarray, details: dict) -> np.ndarray:
 
 
 class SavedModelDetector(ExportedDetector):
-    """A SavedModel export run by TensorFlow (`serving_default` signature)."""
+    """A SavedModel export run by TensorFlow (`serving_default` signature).
+
+    trusted: False (default) refuses a SavedModel whose graph holds an op nasjax's exports never
+        contain (nasjax.export.scan.SAVED_MODEL_OPS: no file reads or writes, no Python); True skips
+        the scan, for a SavedModel from a source you trust.
+    """
 
     backend = "saved_model"
 
-    def __init__(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None):
+    def __init__(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None, trusted: bool = False):
         super().__init__(path, metadata)
         from nasjax.export.versions import import_tf
 
         tf = import_tf()
         self._tf = tf
-        self.module = tf.saved_model.load(str(self.path))
+        if not trusted:
+            from nasjax.export.scan import check_saved_model_ops
+
+            check_saved_model_ops(self.path)  # before TensorFlow builds or runs any of it
+        try:
+            self.module = tf.saved_model.load(str(self.path))
+        except (OSError, ValueError, tf.errors.OpError) as e:
+            raise ExportedModelError(f"TensorFlow cannot load the SavedModel {self.path} ({str(e).strip()[:300]}); "
+                                     "export it again (nasjax export)") from e
         if SIGNATURE not in self.module.signatures:
             raise ExportedModelError(f"{self.path} has no '{SIGNATURE}' signature")
         self.function = self.module.signatures[SIGNATURE]
@@ -379,7 +492,7 @@ def is_saved_model(path: str | os.PathLike) -> bool:
 
 def load_exported(path: str | os.PathLike, **options) -> ExportedDetector:
     """A runner for a .tflite file or a SavedModel directory written by nasjax.export (options: those of
-    `TFLiteDetector` or `SavedModelDetector`)."""
+    `TFLiteDetector` or `SavedModelDetector`; both take `trusted`)."""
     path = Path(path)
     if path.suffix.lower() == ".tflite":
         return TFLiteDetector(path, **options)

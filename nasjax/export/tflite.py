@@ -4,13 +4,14 @@ on real images) and the `nasjax` metadata entry they carry (docs/export.md#float
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from nasjax.data import preprocessing
-from nasjax.export.metadata import TFLITE_METADATA_NAME
+from nasjax.export.metadata import TFLITE_METADATA_NAME, ExportedModelError
 from nasjax.export.options import ExportDependencyError, ExportOptions
 from nasjax.export.versions import INSTALL_EXTRA, import_tf
 
@@ -97,17 +98,32 @@ def add_metadata(model: bytes, name: str, data: bytes) -> bytes:
 
 
 def read_metadata(path: str | os.PathLike, name: str = TFLITE_METADATA_NAME) -> bytes | None:
-    """The bytes of metadata entry `name` of a .tflite file, or None."""
+    """The bytes of metadata entry `name` of a .tflite file, or None. A file that is not a TFLite
+    flatbuffer, or a damaged one, raises `ExportedModelError` (the Python flatbuffers reader does not
+    verify offsets: every read past the data is caught here, and no count is trusted beyond the size)."""
     schema = _schema()
-    data = Path(path).read_bytes()
-    model = schema.Model.GetRootAs(data, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name() is not None and entry.Name().decode() == name:
-            buffer = model.Buffers(entry.Buffer())
-            if buffer.Offset() > 1:  # stored outside the flatbuffer (models over 2 GB)
-                return data[buffer.Offset(): buffer.Offset() + buffer.Size()]
-            return buffer.DataAsNumpy().tobytes() if buffer.DataLength() else b""
+    path = Path(path)
+    data = path.read_bytes()
+    if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
+        raise ExportedModelError(f"{path} is not a TFLite model ({len(data)} bytes without the 'TFL3' identifier); "
+                                 "export it again (nasjax export)")
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        count = model.MetadataLength()
+        if count > len(data) // 4:
+            raise ValueError(f"{count} metadata entries in {len(data)} bytes")
+        for i in range(count):
+            entry = model.Metadata(i)
+            if entry.Name() is not None and entry.Name().decode() == name:
+                buffer = model.Buffers(entry.Buffer())
+                if buffer.Offset() > 1:  # stored outside the flatbuffer (models over 2 GB)
+                    if buffer.Offset() + buffer.Size() > len(data):
+                        raise ValueError("a metadata buffer ends past the end of the file")
+                    return data[buffer.Offset(): buffer.Offset() + buffer.Size()]
+                return buffer.DataAsNumpy().tobytes() if buffer.DataLength() else b""
+    except (struct.error, IndexError, ValueError, TypeError, AttributeError) as e:
+        # UnicodeDecodeError is a ValueError
+        raise ExportedModelError(f"{path} is a damaged or truncated TFLite file ({e}); export it again") from e
     return None
 
 
