@@ -1,6 +1,7 @@
 """Data: images in, datasets and training batches out. One job per module, in pipeline order:
 
     images        preprocessing.py   read an image; resize and pad it for the network; map boxes back
+    bounds        limits.py          what nasjax reads at most from user files (image pixels, YAML aliases, ...)
     datasets      base.py            Sample, Dataset, SampleListDataset, DatasetError, DatasetNotFoundError
                   config.py          data YAMLs (Ultralytics' rules), class names, the datasets directory
                   download.py        fetch and safely extract a YAML's missing zips (check_det_dataset)
@@ -30,7 +31,7 @@ _EXPORTS = {
     "nasjax.data.config": ("DATASETS_DIR_ENV", "DataConfig", "datasets_dir", "find_dataset_yaml", "load_data_config",
                            "parse_names", "shipped_configs_dir", "shipped_dataset_names"),
     "nasjax.data.download": ("check_det_dataset", "download_dataset"),
-    "nasjax.data.yolo": ("YoloDataset", "image_size", "label_path", "list_images", "parse_label_file"),
+    "nasjax.data.yolo": ("YoloDataset", "image_size", "label_path", "list_images", "parse_label_file", "walk_files"),
     "nasjax.data.coco": ("COCO80_TO_91", "category_ids_for", "is_coco_names"),
     "nasjax.data.coco_json": ("CocoJsonDataset",),
     "nasjax.data.tfds": ("TFDS_PREFIX", "TfdsCocoDataset"),

@@ -27,11 +27,29 @@ class DatasetNotFoundError(FileNotFoundError):
 
 def read_json_file(path: Path, what: str) -> Any:
     """The parsed JSON of `path`; a missing or malformed file is a DatasetError naming `what` it is."""
+    return parse_json_file(path, what, json.loads)
+
+
+def parse_json_file(path: Path, what: str, parse) -> Any:
+    """`parse(text)` of the file at `path` (json.loads or a variant), its failures as DatasetError."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DatasetNotFoundError(f"{what} not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: the {what} is a folder, not a JSON file") from None
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not a valid JSON {what}: {e}") from e
+    except OSError as e:
+        raise DatasetError(f"cannot read {what} {path}: {e.strerror or e}") from e
+    try:
+        return parse(text)
+    except DatasetError:
+        raise
+    except RecursionError:
+        # Python's parser recurses once per [ or {: arrays nested ~1,000 deep end the parse.
+        raise DatasetError(f"{path}: not a valid JSON {what}: arrays or objects nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, and numbers of more than 4,300 digits
         raise DatasetError(f"{path}: not a valid JSON {what}: {e}") from e
 
 

@@ -8,10 +8,13 @@ names they give. Nothing is downloaded or read here beyond the YAML itself (`dow
 * Split entries are relative to the root (a `../x` that does not exist is retried as `x`); what they
   hold (folders, image lists) is read by `yolo.py`.
 * A name such as "coco8" is one of the YAMLs shipped in `nasjax.configs`.
+* Aliases may add at most `limits.MAX_YAML_ALIAS_NODES` values when expanded (a "billion laughs" of
+  nested aliases is an error naming the line), and may not refer to a collection from inside it.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import os
 import warnings
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nasjax.data.base import DatasetError, DatasetNotFoundError
+from nasjax.data.limits import MAX_YAML_ALIAS_NODES
 from nasjax.loading import hub
 
 DATASETS_DIR_ENV = "NASJAX_DATASETS_DIR"
@@ -63,13 +67,70 @@ def find_dataset_yaml(directory: Path) -> Path:
     return files[0]
 
 
+class _AliasBombError(Exception):
+    def __init__(self, mark, message: str):
+        super().__init__(message)
+        self.mark = mark
+
+
+@functools.lru_cache(maxsize=None)
+def _bounded_loader(yaml):
+    """PyYAML's SafeLoader, refusing aliases that expand to more than MAX_YAML_ALIAS_NODES nodes in all,
+    or that refer to a collection from inside it. PyYAML shares an aliased node (no copy is made while
+    loading), but everything that walks the result — `str(names)`, an error message, a merge key — sees
+    the expansion: a few hundred bytes of nested aliases ("billion laughs") become gigabytes."""
+
+    class BoundedLoader(yaml.SafeLoader):
+        def __init__(self, stream):
+            super().__init__(stream)
+            self.alias_nodes = 0
+            self.expanded_sizes: dict[int, int] = {}
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                node = self.anchors.get(event.anchor)
+                if isinstance(node, yaml.CollectionNode) and node.end_mark is None:
+                    raise _AliasBombError(event.start_mark, f"alias *{event.anchor} refers to a collection from "
+                                                            "inside it (a recursive alias); write the values out")
+                if node is not None:
+                    self.alias_nodes += self.expanded_size(node)
+                    if self.alias_nodes > MAX_YAML_ALIAS_NODES:
+                        raise _AliasBombError(
+                            event.start_mark, f"aliases (*{event.anchor} and those before it) expand to more than "
+                            f"{MAX_YAML_ALIAS_NODES:,} values (nested anchors and aliases, a 'billion laughs'?); "
+                            "write the values out instead of aliasing them")
+            return super().compose_node(parent, index)
+
+        def expanded_size(self, node) -> int:
+            """Nodes in `node` with every alias below it expanded (memoised: shared nodes are counted
+            once per use without being walked again)."""
+            size = self.expanded_sizes.get(id(node))
+            if size is None:
+                if isinstance(node, yaml.SequenceNode):
+                    size = 1 + sum(self.expanded_size(child) for child in node.value)
+                elif isinstance(node, yaml.MappingNode):
+                    size = 1 + sum(self.expanded_size(k) + self.expanded_size(v) for k, v in node.value)
+                else:
+                    size = 1
+                self.expanded_sizes[id(node)] = size
+            return size
+
+    return BoundedLoader
+
+
 def _read_yaml(path: Path) -> dict:
     from nasjax.utils.optional import require
 
     yaml = require("yaml", "PyYAML")
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_bounded_loader(yaml))
+    except _AliasBombError as e:
+        line = f":{e.mark.line + 1}" if e.mark is not None else ""
+        raise DatasetError(f"{path}{line}: {e}") from None
+    except RecursionError:
+        raise DatasetError(f"{path}: nested too deeply to read (a data YAML needs 2 or 3 levels)") from None
     except yaml.YAMLError as e:
         raise DatasetError(f"{path}: not valid YAML: {e}") from e
     except (OSError, UnicodeDecodeError) as e:

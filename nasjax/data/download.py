@@ -6,10 +6,12 @@ split's images are missing, fetches the YAML's `download` zips.
 staged in a fresh folder beside the destination, every member's path checked to stay inside it (a
 `../` entry is refused), then moved into place, so readers never see half-extracted files. Download
 scripts (Ultralytics' Python snippets) are not run. When nothing can be fetched, the error says what to
-download and where to unzip it.
+download and where to unzip it. A disk that fills up (downloading or extracting) is `hub.DiskFullError`,
+with nothing of that zip left behind: a .part kept for a resume would only keep the disk full.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -81,16 +83,58 @@ def _merge_move(source: Path, target: Path) -> None:
         os.replace(source, target)
 
 
+# Dataset archives are far larger than weight files (COCO: ~19 GB): unless NASJAX_DOWNLOAD_TIMEOUT says
+# otherwise, one may take a day; the minimum rate still ends a stalled transfer.
+DATASET_DOWNLOAD_DEADLINE_S = 24 * 3600.0
+
+
+def _dataset_limits() -> "hub.DownloadLimits":
+    import dataclasses
+
+    limits = hub.DownloadLimits.from_env()
+    if os.environ.get("NASJAX_DOWNLOAD_TIMEOUT", "").strip():
+        return limits
+    return dataclasses.replace(limits, deadline=DATASET_DOWNLOAD_DEADLINE_S)
+
+
 def download_dataset(config: DataConfig, *, progress: bool = True, timeout: float = hub.DEFAULT_TIMEOUT) -> None:
-    """Fetch and extract every zip of `config.download`. Raises DatasetNotFoundError on failure."""
+    """Fetch and extract every zip of `config.download`. Raises DatasetNotFoundError on failure, and
+    `hub.DiskFullError` (an OSError, ENOSPC) when the disk fills up: then nothing of that zip is left (no
+    .zip, no .part, no half-extracted files, no folder made for it)."""
     for url, target in _download_entries(config):
         archive = target / Path(url.split("?")[0]).name
+        made = _missing_folders(target)
         try:
-            hub.download(url, archive, timeout=timeout, progress=progress)
-        except hub.DownloadError as e:
-            raise DatasetNotFoundError(_missing_message(config, failure=str(e))) from e
-        _safe_extract(archive, target)
+            try:
+                hub.download(url, archive, timeout=timeout, progress=progress, limits=_dataset_limits())
+            except hub.DownloadError as e:
+                if not hub.is_disk_full(e):  # a network failure: the .part stays for a resume
+                    raise DatasetNotFoundError(_missing_message(config, failure=str(e))) from e
+                raise hub.DiskFullError(target, f"the download of {url}") from e
+            try:
+                _safe_extract(archive, target)
+            except OSError as e:
+                if not hub.is_disk_full(e) or isinstance(e, hub.DiskFullError):
+                    raise
+                raise hub.DiskFullError(target, f"the files of {archive.name} (extracting it)") from e
+        except hub.DiskFullError:
+            for leftover in (archive, archive.with_name(archive.name + ".part"),
+                             archive.with_name(archive.name + ".part.json")):
+                leftover.unlink(missing_ok=True)
+            for folder in reversed(made):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if still empty
+            raise
         archive.unlink(missing_ok=True)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and its parents that do not exist yet, outermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing[::-1]
 
 
 def _missing_message(config: DataConfig, split: str = "val", failure: str | None = None) -> str:

@@ -26,15 +26,20 @@ arrays are taken as RGB. Conversion rules, per PIL mode:
   EXIF orientation is not applied by default (super-gradients does not apply it either: a phone photo
   stored sideways is detected sideways); `exif_transpose=True` applies it.
 Arrays: (H, W, 3) uint8 RGB; (H, W) and (H, W, 1) grey and (H, W, 4) RGBA are accepted too.
+Files over `limits.MAX_IMAGE_PIXELS` ($NASJAX_MAX_IMAGE_PIXELS) are refused from their header, before
+decoding: a few kilobytes of PNG can decode to gigabytes (docs/datasets.md#limits).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from nasjax.data import limits
 
 # The image files, by extension (lower case, no dot), wherever files are listed: predict's folder and
 # glob sources, the images of a YOLO dataset split, export's calibration folders. super-gradients'
@@ -59,25 +64,58 @@ class ImageLoadError(ValueError):
 def to_rgb_uint8(image: Image.Image) -> np.ndarray:
     """A PIL image as (H, W, 3) uint8 RGB, by the rules in the module docstring."""
     if image.mode in _SIXTEEN_BIT_MODES:
-        values = np.asarray(image).astype(np.int64)
-        grey = np.rint(np.clip(values, 0, 65535) / 257.0).astype(np.uint8)
+        # round(v / 257) in integers: (v + 128) // 257 (v / 257 is never exactly half-way), in 32 bits
+        # rather than int64 and float64 copies, which took 16 bytes per pixel.
+        values = np.asarray(image)
+        if values.dtype.kind == "i":
+            values = np.clip(values, 0, 65535)
+        grey = ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=-1)
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+
+
+def check_image_size(path, size: tuple[int, int]) -> None:
+    """Raise ImageLoadError when an image of `size` (width, height) exceeds the pixel limit in force
+    (`nasjax.data.limits.max_image_pixels`): it is checked from the file's header, before decoding."""
+    limit = limits.max_image_pixels()
+    w, h = size
+    if limit is not None and w * h > limit:
+        raise ImageLoadError(
+            f"{path}: the image is {w}x{h} = {w * h:,} pixels, over nasjax's limit of {limit:,} pixels per image "
+            f"(at least {w * h * 3 / 2**30:.1f} GiB decoded); downscale it, or raise the limit with "
+            f"${limits.MAX_IMAGE_PIXELS_ENV}=<pixels> (0: no limit)")
+
+
+def open_image(path: Path) -> Image.Image:
+    """Image.open without Pillow's DecompressionBombWarning: nasjax's own, lower, limit is checked next
+    and names the file; Pillow's DecompressionBombError (twice its limit) is still raised."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
 
 
 def load_image(source, exif_transpose: bool = False) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a path, a PIL image or a numpy array. Raises ImageLoadError."""
+    """(H, W, 3) uint8 RGB from a path, a PIL image or a numpy array. Raises ImageLoadError, also for a
+    file over the pixel limit (`check_image_size`), before decoding it."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:
+                check_image_size(path, image.size)
                 image.load()
                 return load_image(image, exif_transpose)
         except ImageLoadError as e:
-            raise ImageLoadError(f"{path}: {e}") from e
+            raise ImageLoadError(e if str(path) in str(e) else f"{path}: {e}") from e
         except FileNotFoundError:
             raise ImageLoadError(f"image file not found: {path}") from None
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+        except IsADirectoryError:
+            raise ImageLoadError(f"{path} is a folder, not an image file") from None
+        except Image.DecompressionBombError as e:
+            raise ImageLoadError(f"cannot read image {path}: {e} Pillow refuses it; to read it anyway raise "
+                                 f"PIL.Image.MAX_IMAGE_PIXELS and ${limits.MAX_IMAGE_PIXELS_ENV}") from e
+        except MemoryError:
+            raise ImageLoadError(f"cannot read image {path}: out of memory while decoding it") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             # PIL reports corrupt or truncated files as OSError / SyntaxError / ValueError.
             raise ImageLoadError(f"cannot read image {path}: {e}") from e
     if isinstance(source, Image.Image):
@@ -201,11 +239,12 @@ RESIZE_ROUNDINGS = ("round", "trunc")
 
 def _scaled(size: int, scale: float, rounding: str) -> int:
     """round(size * scale) (super-gradients' predict, Ultralytics) or int(size * scale), the truncation
-    of super-gradients' COCO validation pipeline (docs/preprocessing.md#validation-resize)."""
+    of super-gradients' COCO validation pipeline (docs/preprocessing.md#validation-resize). At least 1:
+    the short side of an extreme aspect ratio (a 1 x 60000 strip) keeps one pixel instead of none."""
     if rounding == "round":
-        return int(round(size * scale))
+        return max(1, int(round(size * scale)))
     if rounding == "trunc":
-        return int(size * scale)
+        return max(1, int(size * scale))
     raise ValueError(f"unknown resize rounding {rounding!r}; expected one of {', '.join(RESIZE_ROUNDINGS)}")
 
 

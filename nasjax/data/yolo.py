@@ -4,14 +4,17 @@
   of images (`./x` lines relative to the list's folder), or an image file. Images are the files with
   one of `IMAGE_EXTENSIONS` (the one list, in `preprocessing.py`; predict lists folders with it too).
 * Labels: the image path with its last `/images/` replaced by `/labels/` and the extension by `.txt`;
-  one `class cx cy w h` line per object, normalised to [0, 1] (a polygon `class x1 y1 x2 y2 ...` is
-  turned into its bounding box); exact duplicate lines are dropped (as Ultralytics does). An image
-  without a label file, or with an empty one, is a background image.
+  one `class cx cy w h` line per object, normalised to [0, 1]; a line of class + 2k values, k >= 3, is a
+  polygon (an Ultralytics segment label, `class x1 y1 x2 y2 x3 y3 ...`) and is read as its bounding box;
+  any other count is an error naming file and line (docs/datasets.md#labels). Exact duplicate lines are
+  dropped (as Ultralytics does). An image without a label file, or with an empty one, is a background
+  image.
+* Folders are walked as glob's `**` does, but a symbolic link loop is an error naming the link (glob
+  follows it until paths are too long: hours with two loops).
 """
 from __future__ import annotations
 
 import concurrent.futures
-import glob
 import os
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +22,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from nasjax.data import preprocessing
 from nasjax.data.base import (
     DatasetError,
     DatasetNotFoundError,
@@ -31,12 +35,48 @@ from nasjax.data.config import DataConfig
 from nasjax.data.preprocessing import IMAGE_EXTENSIONS, ImageLoadError
 
 
+def walk_files(folder: Path) -> list[str]:
+    """Every file below `folder` as glob's `folder/**/*.*` finds them (hidden names skipped, links to
+    folders followed), but a link that leads back to a folder it is inside (a symlink loop, which glob
+    follows until the path is too long: hours with a few loops) is a DatasetError naming it."""
+    files: list[str] = []
+
+    def walk(directory: str, ancestors: frozenset) -> None:
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise DatasetError(f"cannot list the folder {directory}: {e}") from e
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()
+            except OSError:  # a link loop on its own (ELOOP) is not a folder: reported when read
+                is_dir = False
+            if not is_dir:
+                if "." in entry.name:
+                    files.append(entry.path)
+                continue
+            info = os.stat(entry.path)
+            key = (info.st_dev, info.st_ino)
+            if key in ancestors:
+                raise DatasetError(f"{entry.path} is a symbolic link loop: it leads back to a folder it is in "
+                                   f"({os.path.realpath(entry.path)}); remove the link")
+            walk(entry.path, ancestors | {key})
+
+    top = os.stat(folder)
+    walk(str(folder), frozenset({(top.st_dev, top.st_ino)}))
+    return files
+
+
 def list_images(entries: Sequence[Path]) -> list[Path]:
-    """Ultralytics' get_img_files: folders searched recursively, .txt lists read, image files kept."""
+    """Ultralytics' get_img_files: folders searched recursively (`walk_files`), .txt lists read, image
+    files kept."""
     files: list[str] = []
     for entry in entries:
         if entry.is_dir():
-            files += glob.glob(str(entry / "**" / "*.*"), recursive=True)
+            files += walk_files(entry)
         elif entry.is_file() and entry.suffix.lower() == ".txt":
             parent = entry.parent
             for line in entry.read_text(encoding="utf-8").strip().splitlines():
@@ -70,6 +110,8 @@ def parse_label_file(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarr
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path}: not a UTF-8 text label file: {e}") from e
+    except OSError as e:
+        raise DatasetError(f"cannot read label file {path}: {e.strerror or e}") from e
     rows = []
     for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
@@ -121,10 +163,13 @@ def _is_float(text: str) -> bool:
 def image_size(path: Path, exif_transpose: bool = False) -> tuple[int, int]:
     """(height, width) from the file's header (and EXIF orientation when applied)."""
     try:
-        with Image.open(path) as image:
+        with preprocessing.open_image(path) as image:
             w, h = image.size
+            preprocessing.check_image_size(path, image.size)
             if exif_transpose and image.getexif().get(0x0112) in (5, 6, 7, 8):
                 w, h = h, w
+    except ImageLoadError:
+        raise
     except FileNotFoundError:
         raise ImageLoadError(f"image file not found: {path}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:

@@ -17,7 +17,6 @@ torch.topk).
 from __future__ import annotations
 
 import concurrent.futures
-import glob
 import os
 import time
 import warnings
@@ -51,6 +50,16 @@ def _is_image_file(path: Path) -> bool:
     return path.suffix.lower().lstrip(".") in preprocessing.IMAGE_EXTENSIONS
 
 
+def _glob(pattern: str) -> list[Path]:
+    """The files matching `pattern`, `**` included. pathlib's `**` does not descend into linked folders,
+    so a symbolic link loop cannot make the listing endless (glob.glob(recursive=True) follows it until
+    the path is too long)."""
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if _GLOB_CHARS & set(part))
+    base = Path(*parts[:first]) if first else Path(".")
+    return list(base.glob(str(Path(*parts[first:]))))
+
+
 def _expand_path(text: str) -> list[Item]:
     path = Path(text)
     if path.is_dir():
@@ -61,7 +70,7 @@ def _expand_path(text: str) -> list[Item]:
             )
         return [Item(str(p), str(p), str(p)) for p in files]
     if not path.exists() and _GLOB_CHARS & set(text):
-        files = sorted(p for p in map(Path, glob.glob(text, recursive=True)) if p.is_file() and _is_image_file(p))
+        files = sorted(p for p in _glob(text) if p.is_file() and _is_image_file(p))
         if not files:
             raise ValueError(f"no image files match {text!r}")
         return [Item(str(p), str(p), str(p)) for p in files]

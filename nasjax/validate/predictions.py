@@ -7,18 +7,31 @@ image_id = the file stem (an int when numeric; the COCO image id for COCO JSON a
 in original-image pixels rounded to 3 decimals, score rounded to 5 (`round_records`, as Ultralytics'
 pred_to_json). The metrics are computed from exactly these rounded values (`Collector` keeps them, not
 the unrounded ones), which is why scoring a saved file reproduces every number of the run that wrote it.
+
+A file read back is checked entry by entry (types, boxes) and bounded: at most
+`limits.MAX_PREDICTIONS_PER_IMAGE` detections per image of the dataset, packed into arrays while it is
+parsed (docs/datasets.md#limits).
 """
 from __future__ import annotations
 
+import array
 import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from nasjax.data.base import Dataset, DatasetError, Sample, read_json_file
+from nasjax.data import limits
+from nasjax.data.base import (
+    Dataset,
+    DatasetError,
+    DatasetNotFoundError,
+    Sample,
+    parse_json_file,
+)
+from nasjax.data.coco_json import box_xywh
 from nasjax.utils.atomic_files import write_atomic
 from nasjax.validate.coco_metrics import EvalImage, xyxy_to_xywh
 
@@ -74,38 +87,110 @@ def check_unique_keys(images: Sequence[EvalImage], dataset_name: str) -> None:
         seen.add(key)
 
 
-def read_predictions(path: str | os.PathLike, dataset: Dataset) -> dict[str, list[dict]]:
-    """A COCO-format predictions file grouped by image key (`key_text`); checks every entry. Each
-    detection is {"bbox": xywh, "cls": class index, "score"}."""
+class FileDetections(NamedTuple):
+    """One image's detections from a predictions file (`read_predictions`), in the file's order."""
+
+    xywh: np.ndarray  # (n, 4) float64, COCO [x, y, width, height] in original-image pixels
+    cls: np.ndarray  # (n,) int64 class indices
+    score: np.ndarray  # (n,) float64
+
+
+def read_predictions(path: str | os.PathLike, dataset: Dataset, *,
+                     max_per_image: int = limits.MAX_PREDICTIONS_PER_IMAGE) -> dict[str, FileDetections]:
+    """A COCO-format predictions file grouped by image key (`key_text`); checks every entry (types: a
+    bbox of 4 numbers with width and height not negative, an integer category_id of the dataset, a
+    finite score; anything else is a DatasetError naming the entry).
+
+    Bounded: a file with more than `max_per_image` x (the dataset's images) detections is refused — by
+    its size alone when it cannot hold fewer (`limits.MAX_PREDICTION_BYTES` each), else as soon as the
+    parse passes the bound. Each detection is checked and packed into arrays while the file is parsed,
+    so memory holds ~50 bytes per detection beside the file's text, not its ~1 KB of Python objects."""
     path = Path(path)
-    data = read_json_file(path, "predictions file")
+    bound = max(1, len(dataset)) * max_per_image
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DatasetNotFoundError(f"predictions file not found: {path}") from None
+    too_many = (f"more than {bound:,} detections ({max_per_image} per image for the {len(dataset)} images of "
+                f"{dataset.name}); is it the predictions file of another dataset? Keep at most max_det per image")
+    if size > bound * limits.MAX_PREDICTION_BYTES:
+        raise DatasetError(f"{path}: {size:,} bytes: too large to hold at most {bound:,} detections "
+                           f"({max_per_image} per image for the {len(dataset)} images of {dataset.name}); "
+                           "is it the predictions file of another dataset?")
+    known_categories = {int(c): i for i, c in enumerate(dataset.category_ids)}
+    key_index: dict[str, int] = {}
+    keys, classes = array.array("q"), array.array("q")
+    boxes, scores = array.array("d"), array.array("d")
+
+    def detection(entry: dict):
+        """json's object_hook: a detection is checked, packed and replaced by None; other objects (the
+        RLE of a segmentation result) are kept for their detection."""
+        if not _DETECTION_KEYS & entry.keys():
+            return entry
+        n = len(keys)
+        if n >= bound:
+            raise DatasetError(f"{path}: {too_many}")
+        where = f"{path}: detection #{n}"
+        for name in _DETECTION_KEYS:
+            if name not in entry:
+                raise DatasetError(f"{where} is malformed: no '{name}' (each needs image_id, category_id, bbox, score)")
+        key, category, score = entry["image_id"], entry["category_id"], entry["score"]
+        if isinstance(key, bool) or not isinstance(key, (int, str)):
+            raise DatasetError(f"{where}: 'image_id' must be an integer or a string, got {_short(key)}")
+        if isinstance(category, bool) or not isinstance(category, int):
+            raise DatasetError(f"{where}: 'category_id' must be an integer, got {_short(category)}")
+        if category not in known_categories:
+            raise DatasetError(f"{where} has category_id {category}, which is not one of the dataset's category ids "
+                               f"({min(known_categories)}..{max(known_categories)})")
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise DatasetError(f"{where}: 'score' must be a finite number, got {_short(score)}")
+        boxes.extend(box_xywh(entry["bbox"], where))
+        text = key_text(key)
+        keys.append(key_index.setdefault(text, len(key_index)))
+        classes.append(known_categories[category])
+        scores.append(score)
+        return None
+
+    def parse(text: str):
+        if not text.lstrip().startswith("["):
+            raise DatasetError(f"{path}: expected a JSON list of detections (COCO results format)")
+        return json.loads(text, object_hook=detection)
+
+    data = parse_json_file(path, "predictions file", parse)
     if not isinstance(data, list):
         raise DatasetError(f"{path}: expected a JSON list of detections (COCO results format)")
-    known_categories = {int(c): i for i, c in enumerate(dataset.category_ids)}
-    grouped: dict[str, list[dict]] = {}
-    for n, entry in enumerate(data):
-        try:
-            bbox = [float(v) for v in entry["bbox"]]
-            category, score = int(entry["category_id"]), float(entry["score"])
-            key = entry["image_id"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise DatasetError(f"{path}: detection #{n} is malformed (needs image_id, category_id, bbox, score): "
-                               f"{e}") from e
-        if len(bbox) != 4 or not all(math.isfinite(v) for v in [*bbox, score]):
-            raise DatasetError(f"{path}: detection #{n} has a bad bbox {entry['bbox']!r} or score")
-        if category not in known_categories:
-            raise DatasetError(f"{path}: detection #{n} has category_id {category}, which is not one of the dataset's "
-                               f"category ids ({min(known_categories)}..{max(known_categories)})")
-        grouped.setdefault(key_text(key), []).append({"bbox": bbox, "cls": known_categories[category], "score": score})
+    stray = next((i for i, entry in enumerate(data) if entry is not None), None)
+    if stray is not None:
+        raise DatasetError(f"{path}: entry #{stray} is not a detection {{image_id, category_id, bbox, score}}: "
+                           f"{_short(data[stray])}")
+    key_of = np.frombuffer(keys, np.int64)
+    order = np.argsort(key_of, kind="stable")
+    starts = np.searchsorted(key_of[order], np.arange(len(key_index) + 1))
+    xywh = np.frombuffer(boxes, np.float64).reshape(-1, 4)
+    cls, score = np.frombuffer(classes, np.int64), np.frombuffer(scores, np.float64)
+    grouped = {}
+    for text, i in key_index.items():
+        rows = order[starts[i]:starts[i + 1]]
+        grouped[text] = FileDetections(xywh[rows], cls[rows], score[rows])
     return grouped
 
 
-def add_file_detections(collector: Collector, sample: Sample, rows: list[dict]) -> None:
-    """One image's detections from `read_predictions`, in descending score (the order NMS emits, which
-    Ultralytics' matching relies on; stable, so equal scores keep the file's order)."""
-    rows = sorted(rows, key=lambda r: -r["score"])
-    xywh = np.array([r["bbox"] for r in rows], np.float64).reshape(-1, 4)
-    collector.add(sample, xywh, np.array([r["score"] for r in rows]), np.array([r["cls"] for r in rows], np.int64))
+_DETECTION_KEYS = frozenset(("image_id", "category_id", "bbox", "score"))
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def add_file_detections(collector: Collector, sample: Sample, detections: FileDetections | None) -> None:
+    """One image's detections from `read_predictions` (None: none), in descending score (the order NMS
+    emits, which Ultralytics' matching relies on; stable, so equal scores keep the file's order)."""
+    if detections is None:
+        collector.add(sample, np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
+        return
+    order = np.argsort(-detections.score, kind="stable")
+    collector.add(sample, detections.xywh[order], detections.score[order], detections.cls[order])
 
 
 def jsonable(value):

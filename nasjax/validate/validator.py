@@ -119,7 +119,7 @@ def _read_file(predictions, dataset: Dataset, collector: Collector, bar, *, batc
         for sample in chunk:
             key = key_text(sample.key)
             seen.add(key)
-            add_file_detections(collector, sample, grouped.get(key, []))
+            add_file_detections(collector, sample, grouped.get(key))
             bar.update(1)
     unknown = sorted(set(grouped) - seen)
     # In a multi-host run each process holds only its share of the images, so it cannot judge.

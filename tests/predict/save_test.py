@@ -104,3 +104,20 @@ def test_read_only_folder_fails_before_any_work(tmp_path):
         assert raised.value.errno == errno.EROFS
         with pytest.raises(SaveDirError):  # an earlier run there: refused, whatever the file system
             PredictionRun(folder / "old")
+
+
+def test_a_glob_source_with_symlink_loops_ends(tmp_path):
+    """`dir/**/*.jpg` over a folder with two links back to its parent: glob.glob(recursive=True) follows
+    them for 2**40 paths; the listing must end at once with the one real image."""
+    from hostile import run_bounded
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jpg").write_bytes(b"")
+    (tmp_path / "a" / "back1").symlink_to("..")
+    (tmp_path / "a" / "back2").symlink_to("..")
+    child = run_bounded(f"""
+from nasjax.predict.predictor import list_sources
+print([item.path for item in list_sources({str(tmp_path / '**' / '*.jpg')!r})])
+""", memory_mib=16384, timeout_s=60)
+    assert not child.timed_out and child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.strip() == repr([str(tmp_path / "a" / "x.jpg")])
