@@ -20,17 +20,29 @@ name its class) the variant come from the tensors themselves.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import zipfile
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, which safetensors' numpy API needs)
 import numpy as np
-
 from nasjax.converters import torch_pickle
-from nasjax.converters.torch_pickle import StandIn, UnsafeFileError, WeightFileError, qualified_name
+from nasjax.converters.limits import (
+    MAX_NUM_CLASSES,
+    PLAIN_MAX_ARRAY,
+    PLAIN_MAX_DEPTH,
+    PLAIN_MAX_ITEMS,
+)
+from nasjax.converters.torch_pickle import (
+    StandIn,
+    UnsafeFileError,
+    WeightFileError,
+    qualified_name,
+)
 
 SOURCE_FORMATS = ("ultralytics_whole_model", "sg_checkpoint", "state_dict", "safetensors")
 
@@ -48,12 +60,9 @@ _NMS_ATTRIBUTES = {
 }
 _HEAD_ATTRIBUTES = ("fpn_strides", "reg_max", "grid_cell_offset", "grid_cell_scale", "num_classes")
 _QAREPVGG_FLAGS = ("partially_fused", "fully_fused")
-# Limits for turning pickled attributes into plain metadata: a crafted file could nest or share
-# objects so that a naive walk never ends.
-_PLAIN_MAX_DEPTH = 8
-_PLAIN_MAX_ITEMS = 10_000
-_PLAIN_MAX_ARRAY = 64
 _HASH_CHUNK_BYTES = 4 << 20
+# The classification weights of the three heads: their first dimension is the class count.
+_CLASS_TENSORS = tuple(f"heads.head{i}.cls_pred.{p}" for i in (1, 2, 3) for p in ("weight", "bias"))
 
 
 @dataclass(frozen=True, eq=False)  # no field-wise ==: comparing dicts of arrays has no single truth value
@@ -94,12 +103,7 @@ def read_weight_file(path) -> WeightFile:
     another model's weights); both are ValueErrors and name the file.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise WeightFileError(f"cannot read weight file {path}: {error.strerror or error}") from error
-    if not path.is_file():
-        raise WeightFileError(f"{path} is not a file")
+    size = torch_pickle.regular_file_size(path)  # a FIFO, a symlink loop, a directory: said as such
     if size == 0:
         raise WeightFileError(f"{path} is empty (0 bytes): the download or save did not complete; fetch it again")
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -108,8 +112,9 @@ def read_weight_file(path) -> WeightFile:
         digest = pool.submit(_sha256, path)
         try:
             state_dict, source_format, root_variant, class_names, metadata = _read(path, size)
+            _check_class_count(state_dict, class_names, path)
             form, variant, num_classes = _identify(state_dict, root_variant, metadata, path)
-        except WeightFileError:
+        except (WeightFileError, MemoryError):
             raise
         except Exception as error:  # the content is untrusted: any other failure means a malformed file
             raise WeightFileError(
@@ -228,9 +233,14 @@ def _what(obj: Any) -> str:
     if isinstance(obj, StandIn):
         return f"a pickled {qualified_name(obj)} object"
     if isinstance(obj, Mapping):
-        keys = [str(k) for k in list(obj)[:8]]
+        keys = [_key_text(k) for k in itertools.islice(obj, 8)]
         return f"a dict with keys {keys}{' ...' if len(obj) > 8 else ''}"
     return f"a {type(obj).__name__}"
+
+
+def _key_text(key: Any) -> str:
+    """A key from the file as text for a message: bounded, whatever the file put there."""
+    return torch_pickle._short(key, 200) if not isinstance(key, str) or len(key) > 200 else key
 
 
 def _whole_model(model: StandIn, path: Path):
@@ -265,7 +275,7 @@ def _checkpoint(checkpoint: Mapping, path: Path):
     if not isinstance(weights, Mapping) or not weights:
         raise WeightFileError(f"{path}: checkpoint entry {weights_key!r} is {_what(weights)}, not a state dict")
     state_dict, metadata = _strip_module_prefix(_tensor_dict(weights, path), path)
-    summary: dict[str, Any] = {"weights_key": weights_key, "keys": [str(k) for k in checkpoint]}
+    summary: dict[str, Any] = {"weights_key": weights_key, "keys": [_key_text(k) for k in checkpoint]}
     for key in ("epoch", "acc", "metrics", "packages"):
         if key in checkpoint:
             summary[key] = _plain(checkpoint[key])
@@ -285,7 +295,7 @@ def _checkpoint(checkpoint: Mapping, path: Path):
 
 
 def _tensor_dict(tensors: Mapping, path: Path) -> dict[str, np.ndarray]:
-    bad = [str(k) for k, v in tensors.items() if not isinstance(v, np.ndarray)]
+    bad = [_key_text(k) for k, v in tensors.items() if not isinstance(v, np.ndarray)]
     if bad:
         raise WeightFileError(f"{path}: entries {bad[:5]} of its state dict are not tensors")
     return {str(k): v for k, v in tensors.items()}
@@ -314,7 +324,7 @@ def _qarepvgg_flags(model: StandIn) -> dict[str, dict[str, bool]]:
     flags: dict[str, dict[str, bool]] = {}
     stack = [("", model, 0)]
     visited = 0
-    while stack and visited < _PLAIN_MAX_ITEMS:
+    while stack and visited < PLAIN_MAX_ITEMS:
         prefix, module, depth = stack.pop()
         visited += 1
         attributes = module.__dict__
@@ -323,7 +333,7 @@ def _qarepvgg_flags(model: StandIn) -> dict[str, dict[str, bool]]:
             if found:
                 flags[prefix.rstrip(".")] = found
         children = attributes.get("_modules")
-        if isinstance(children, Mapping) and depth < _PLAIN_MAX_DEPTH * 4:
+        if isinstance(children, Mapping) and depth < PLAIN_MAX_DEPTH * 4:
             for name, child in reversed(list(children.items())):
                 if isinstance(child, StandIn):
                     stack.append((f"{prefix}{name}.", child, depth + 1))
@@ -338,7 +348,8 @@ def _processing_steps(processor: Any) -> list[dict] | None:
     steps = processor.__dict__.get("processings")
     if not isinstance(steps, (list, tuple)):
         return [_plain(processor)]
-    return [_plain(step) for step in steps]
+    budget = [PLAIN_MAX_ITEMS]  # one budget for all steps: a crafted list could hold a million
+    return [_plain(step, 0, budget) for step in steps[:PLAIN_MAX_ITEMS]]
 
 
 def _names(value: Any, path: Path) -> list[str] | None:
@@ -354,25 +365,28 @@ def _names(value: Any, path: Path) -> list[str] | None:
 def _plain(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
     """Pickled attribute → plain Python (stand-ins become {'type': short class name, **attributes}),
     bounded in depth and size; small arrays become lists, large ones a short description."""
-    budget = [_PLAIN_MAX_ITEMS] if budget is None else budget
+    budget = [PLAIN_MAX_ITEMS] if budget is None else budget
     budget[0] -= 1
-    if budget[0] < 0 or depth > _PLAIN_MAX_DEPTH:
+    if budget[0] < 0 or depth > PLAIN_MAX_DEPTH:
         return "..."
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, np.ndarray):
-        if value.size <= _PLAIN_MAX_ARRAY and value.dtype.kind in "biuf":
+        if value.size <= PLAIN_MAX_ARRAY and value.dtype.kind in "biuf":
             return value.tolist()
         return f"array(shape={value.shape}, dtype={value.dtype})"
+    # Containers are cut at the remaining budget: visiting the rest would only yield "...".
     if isinstance(value, StandIn):
-        attributes = {str(k): _plain(v, depth + 1, budget) for k, v in value.__dict__.items() if not str(k).startswith("_")}
+        items = itertools.islice(value.__dict__.items(), budget[0] + 1)
+        attributes = {str(k): _plain(v, depth + 1, budget) for k, v in items if not str(k).startswith("_")}
         return {"type": type(value).__qualname__, **attributes}
     if isinstance(value, Mapping):
-        return {str(k) if not isinstance(k, (int, float, bool)) else k: _plain(v, depth + 1, budget) for k, v in value.items()}
+        items = itertools.islice(value.items(), budget[0] + 1)
+        return {str(k) if not isinstance(k, (int, float, bool)) else k: _plain(v, depth + 1, budget) for k, v in items}
     if isinstance(value, tuple):
-        return tuple(_plain(v, depth + 1, budget) for v in value)
+        return tuple(_plain(v, depth + 1, budget) for v in itertools.islice(value, budget[0] + 1))
     if isinstance(value, (list, set, frozenset)):
-        return [_plain(v, depth + 1, budget) for v in value]
+        return [_plain(v, depth + 1, budget) for v in itertools.islice(value, budget[0] + 1)]
     return f"<{type(value).__name__}>"
 
 
@@ -380,12 +394,31 @@ def _plain(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
 # Which model
 
 
+def _check_class_count(state_dict: dict[str, np.ndarray], class_names: list[str] | None, path: Path) -> None:
+    """The class count decides the size of the model built from the file: refuse an implausible one
+    before anything is built (a broadcast tensor can declare 10 million classes in a few bytes)."""
+    counts = {name: state_dict[name].shape[0] for name in _CLASS_TENSORS if name in state_dict and state_dict[name].ndim}
+    if class_names is not None:
+        counts["its class names"] = len(class_names)
+    for name, count in counts.items():
+        if count > MAX_NUM_CLASSES:
+            raise WeightFileError(
+                f"{path}: {name} declares {count:,} classes, more than any plausible detector (the reader's limit "
+                f"is {MAX_NUM_CLASSES:,}); the file is corrupt or crafted"
+            )
+
+
 def _identify(state_dict: dict[str, np.ndarray], root_variant: str | None, metadata: dict, path: Path):
     """(form, variant, num_classes) from the tensors; a pickled root class names the variant.
 
     The only step that needs the model: its tensor-name listing (nasjax.model.state_dict), imported here
     so that parsing a file needs neither jax nor flax."""
-    from nasjax.model.state_dict import StateDictError, detect_form, detect_num_classes, detect_variant
+    from nasjax.model.state_dict import (
+        StateDictError,
+        detect_form,
+        detect_num_classes,
+        detect_variant,
+    )
 
     shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
     try:

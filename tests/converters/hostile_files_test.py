@@ -4,34 +4,29 @@ pickle and as the `archive/data.pkl` of a torch-style zip; the reader must refus
 `UnsafeFileError`, and the file the payload would create must not exist. Corrupted files must either
 parse or fail with one of the reader's own errors, never with a raw low-level exception or a hang.
 
-NASJAX_FUZZ_CASES sets the number of corrupted files (default 300), NASJAX_FUZZ_SEED their seed.
+NASJAX_FUZZ_CASES sets the number of corrupted files (default 300), NASJAX_FUZZ_SEED their seed; long
+runs use tests/converters/fuzz_weight_files.py (its docstring has the command).
 """
 from __future__ import annotations
 
-import collections
 import copyreg
-import faulthandler
-import io
 import os
 import pickle
-import signal
-import warnings
 import zipfile
 from pathlib import Path
 
+import fuzz_weight_files
 import numpy as np
 import pytest
-import torch
-
 import torch_files
 from nasjax.converters import torch_pickle
-from nasjax.converters.weight_file import UnsafeFileError, WeightFileError, read_weight_file
-from nasjax.model.deterministic_weights import deterministic_state_dict
-from conftest import reference_keys
+from nasjax.converters.weight_file import (
+    UnsafeFileError,
+    read_weight_file,
+)
 
 FUZZ_CASES = int(os.environ.get("NASJAX_FUZZ_CASES", "300"))
 FUZZ_SEED = int(os.environ.get("NASJAX_FUZZ_SEED", "20240607"))
-CASE_TIME_LIMIT_S = 60  # a hang guard: a legitimate case takes well under a second
 WRAPPERS = ("bare", "zip")
 
 
@@ -229,154 +224,18 @@ def test_refused_global_inside_an_otherwise_valid_state_dict(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Fuzzing
-
-
-class CaseTimeout(BaseException):
-    """Raised by the alarm inside a case that runs too long (BaseException: no `except Exception` in
-    the reader may swallow it)."""
-
-
-def _on_alarm(signum, frame):
-    raise CaseTimeout
-
-
-def _members(data: bytes) -> list[tuple[zipfile.ZipInfo, bytes]]:
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        return [(info, zf.read(info)) for info in zf.infolist()]
-
-
-def _rezip(members: list[tuple[zipfile.ZipInfo, bytes]]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # duplicated members are one of the corruptions
-        for info, data in members:
-            zf.writestr(info.filename, data)
-    return out.getvalue()
-
-
-def _flip(rng, data: bytes, start: int = 0, end: int | None = None) -> bytes:
-    out = bytearray(data)
-    end = len(out) if end is None else end
-    for _ in range(int(rng.integers(1, 9))):
-        position = int(rng.integers(start, max(start + 1, end)))
-        if position < len(out):
-            out[position] ^= int(rng.integers(1, 256))
-    return bytes(out)
-
-
-def _edit_pickle(rng, data: bytes) -> bytes:
-    """Flip, delete, duplicate or insert bytes inside the pickle."""
-    choice = rng.integers(4)
-    position = int(rng.integers(0, len(data)))
-    length = int(rng.integers(1, 16))
-    if choice == 0:
-        return _flip(rng, data)
-    if choice == 1:
-        return data[:position] + data[position + length:]
-    if choice == 2:
-        return data[:position] + data[position:position + length] * 2 + data[position + length:]
-    return data[:position] + bytes(rng.integers(0, 256, length, dtype=np.uint8)) + data[position:]
-
-
-def mutate(rng, data: bytes) -> tuple[str, bytes]:
-    """One random corruption of a file: (kind, bytes)."""
-    is_zip = data[:4] == b"PK\x03\x04"
-    kinds = ["flip", "truncate", "append", "flip_tail"] + (["pickle", "pickle", "member", "member_size"] if is_zip else ["pickle"])
-    kind = kinds[int(rng.integers(len(kinds)))]
-    if kind == "flip":
-        return kind, _flip(rng, data)
-    if kind == "truncate":
-        return kind, data[: int(rng.integers(0, len(data)))]
-    if kind == "append":
-        return kind, data + bytes(rng.integers(0, 256, int(rng.integers(1, 64)), dtype=np.uint8))
-    if kind == "flip_tail":  # zip central directory and end record, or a pickle's last opcodes
-        return kind, _flip(rng, data, start=max(0, len(data) - 4096))
-    if not is_zip:
-        return kind, _edit_pickle(rng, data)
-    members = _members(data)
-    if kind == "pickle":  # corrupt data.pkl but keep the zip (and its CRC) valid
-        members = [(i, _edit_pickle(rng, d) if i.filename.endswith("data.pkl") else d) for i, d in members]
-    elif kind == "member":  # drop, duplicate or garble a member
-        index = int(rng.integers(len(members)))
-        action = rng.integers(3)
-        if action == 0:
-            members.pop(index)
-        elif action == 1:
-            members.insert(index, members[index])
-        else:
-            info, member = members[index]
-            members[index] = (info, bytes(rng.integers(0, 256, len(member) or 1, dtype=np.uint8)))
-    else:  # member_size: a storage one element short or long
-        storages = [k for k, (i, _) in enumerate(members) if "/data/" in i.filename]
-        index = storages[int(rng.integers(len(storages)))]
-        info, member = members[index]
-        members[index] = (info, member[:-1] if rng.integers(2) else member + b"\x00")
-    return kind, _rezip(members)
+# Fuzzing (the engine, and the script for long runs, is fuzz_weight_files.py)
 
 
 @pytest.fixture(scope="module")
 def fuzz_targets(tmp_path_factory) -> dict[str, bytes]:
-    """Valid files: small state dict (odd dtypes and views), whole S model with one-element tensors,
-    a checkpoint, a bare pickle of containers, a safetensors file."""
-    directory = tmp_path_factory.mktemp("fuzz_targets")
-    small = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "n": np.array(7, np.int64), "h": np.ones(5, np.float16)}
-    views = {"base": torch.arange(10.0), "view": torch.arange(10.0)[2:8:2]}
-    torch.save(views, directory / "views.pt")
-    tiny = torch_files.tiny_state_dict(deterministic_state_dict(reference_keys("yolo_nas_s", "training"), 0))
-    paths = {
-        "state_dict": torch_files.save_state_dict(directory / "small.pt", small),
-        "views": directory / "views.pt",
-        "whole_model": torch_files.save_whole_model(directory / "whole.pt", "yolo_nas_s", tiny, "training"),
-        "checkpoint": torch_files.save_checkpoint(directory / "ckpt.pth", small, ema_net=small),
-        "bare_pickle": torch_files.save_plain_pickle(directory / "plain.pkl"),
-        "safetensors": torch_files.save_safetensors(directory / "small.safetensors", small),
-    }
-    return {name: path.read_bytes() for name, path in paths.items()}
-
-
-# How often each target is picked: the whole model is the most structure-rich and the slowest to read.
-TARGET_WEIGHTS = {"state_dict": 3, "views": 2, "whole_model": 2, "checkpoint": 2, "bare_pickle": 2, "safetensors": 1}
+    return fuzz_weight_files.write_targets(tmp_path_factory.mktemp("fuzz_targets"))
 
 
 def test_fuzzed_files_parse_or_fail_cleanly(tmp_path, fuzz_targets):
-    rng = np.random.default_rng(FUZZ_SEED)
-    names = list(TARGET_WEIGHTS)
-    weights = np.array([TARGET_WEIGHTS[n] for n in names], dtype=float)
-    outcomes: collections.Counter = collections.Counter()
-    failures = []
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
-    # Hard backstop for a hang inside C code, where the alarm's Python handler cannot run.
-    faulthandler.dump_traceback_later(CASE_TIME_LIMIT_S * 3, exit=True)
-    try:
-        for case in range(FUZZ_CASES):
-            target = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-            kind, data = mutate(rng, fuzz_targets[target])
-            path = tmp_path / ("case.safetensors" if target == "safetensors" else "case.pt")
-            path.write_bytes(data)
-            signal.alarm(CASE_TIME_LIMIT_S)
-            try:
-                # Two stages: the bare unpickling, then the whole reader (formats, YOLO-NAS checks).
-                for stage, read in (("load", torch_pickle.load), ("read_weight_file", read_weight_file)):
-                    if stage == "load" and target == "safetensors":
-                        continue
-                    try:
-                        read(path)
-                        outcomes[f"{stage}: ok"] += 1
-                    except UnsafeFileError:
-                        outcomes[f"{stage}: UnsafeFileError"] += 1
-                    except WeightFileError:
-                        outcomes[f"{stage}: WeightFileError"] += 1
-            except CaseTimeout:
-                failures.append(f"case {case} ({target}/{kind}): no result after {CASE_TIME_LIMIT_S} s")
-            except Exception as error:  # noqa: BLE001 - the point is to catch what leaks
-                failures.append(f"case {case} ({target}/{kind}): {type(error).__name__}: {error}")
-            finally:
-                signal.alarm(0)
-            faulthandler.dump_traceback_later(CASE_TIME_LIMIT_S * 3, exit=True)
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-        signal.signal(signal.SIGALRM, previous)
+    """Byte flips, truncations and member damage: each case parses or fails with the reader's own
+    error, within fuzz_weight_files.CASE_SECONDS and CASE_MEMORY_MIB."""
+    outcomes, failures = fuzz_weight_files.run(fuzz_targets, FUZZ_CASES, FUZZ_SEED, tmp_path)
     print(f"fuzz: {FUZZ_CASES} cases, seed {FUZZ_SEED}: {dict(sorted(outcomes.items()))}")
     assert not failures, "\n".join(failures[:20])
     assert sum(n for k, n in outcomes.items() if k.startswith("read_weight_file")) == FUZZ_CASES

@@ -322,7 +322,7 @@ def error_for(path) -> str:
 
 def test_missing_file_and_directory(tmp_path):
     assert "No such file" in error_for(tmp_path / "absent.pt")
-    assert "not a file" in error_for(tmp_path)
+    assert "is a directory, not a weight file" in error_for(tmp_path)
 
 
 @pytest.mark.parametrize(
