@@ -364,9 +364,12 @@ def cmd_train(s: dict, given: set[str]) -> None:
 def cmd_convert(s: dict, given: set[str]) -> None:
     from nasjax.loading.convert import convert
 
+    from nasjax.converters.torch_pickle import regular_file_size
+
     source = Path(s["source"])
-    if not source.is_file():
-        raise FileNotFoundError(f"{source}: {'a directory' if source.is_dir() else 'not found'}; expected a weight file")
+    if not os.path.lexists(source):
+        raise FileNotFoundError(f"{source}: not found; expected a weight file")
+    regular_file_size(source)  # names a folder, FIFO, device or symlink loop (never opens it)
     print(convert(source, Path(s["output"]), s["form"], s["variant"], s["overwrite"]))
 
 

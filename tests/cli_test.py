@@ -210,3 +210,14 @@ def test_console_script_and_module_shims(tmp_path, command):
     bad = subprocess.run([str(script), command, "no_such_key=1"], capture_output=True, text=True, cwd=tmp_path,
                          timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no_such_key" in bad.stderr
+
+
+def test_convert_names_what_the_source_is(capsys, tmp_path):
+    """A FIFO (never opened: that would block), a symlink loop and a folder are named, not "not found"."""
+    os.mkfifo(tmp_path / "pipe.pt")
+    (tmp_path / "loop.pt").symlink_to(tmp_path / "loop.pt")
+    cases = {"pipe.pt": "is a FIFO (named pipe), not a weight file", "loop.pt": "is a symlink loop",
+             ".": "is a directory, not a weight file", "nope.pt": "not found"}
+    for name, fragment in cases.items():
+        assert fragment in error_line(capsys, ["convert", str(tmp_path / name), "-o", str(tmp_path / "out")], "convert")
+    assert not (tmp_path / "out").exists()
