@@ -437,7 +437,8 @@ def _write(f, chunk: bytes, part: _Part, url: str) -> None:
         f.write(chunk)
     except OSError as e:
         if is_disk_full(e):
-            f.close()
+            with contextlib.suppress(OSError):  # closing flushes what is buffered: ENOSPC again
+                f.close()
             part.remove()
             raise DiskFullError(part.path.parent, f"the download of {url}") from e
         raise
@@ -524,6 +525,9 @@ def _attempts(url, part: _Part, sha256, timeout, attempts, progress, limiter: _L
         except urllib.error.HTTPError as e:
             raise DownloadError(url, _describe(e, timeout)) from e
         except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, refusals and resets are OSErrors
+            if is_disk_full(e):  # met outside a chunk's write: the meta file, the flush when the .part closes
+                part.remove()
+                raise DiskFullError(part.path.parent, f"the download of {url}") from e
             if limiter.remaining() <= 0:  # the deadline cut the connection, whatever error that caused
                 raise DownloadError(url, f"took longer than the {limiter.limits.deadline:g} s allowed "
                                          "(NASJAX_DOWNLOAD_TIMEOUT); the partial download is kept") from e
