@@ -66,3 +66,10 @@ def scored_dataset(tmp_path) -> tuple[Path, Path]:
     predictions = tmp_path / "p.json"
     predictions.write_text(json.dumps([{"image_id": "a", "category_id": 1, "bbox": [16, 16, 32, 32], "score": 0.9}]))
     return root / "data.yaml", predictions
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """An empty nasjax cache (NASJAX_HOME) for the test."""
+    monkeypatch.setenv("NASJAX_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"

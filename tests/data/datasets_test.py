@@ -9,13 +9,13 @@ import http.server
 import io
 import json
 import os
-import socket
-import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from local_http import http_server, refused_url
 from PIL import Image
 
 pytest.importorskip("pycocotools", reason="validation needs the 'data' extra: pip install -e '.[data]'")
@@ -210,22 +210,8 @@ def serving(files: dict[str, bytes]):
         def log_message(self, *args):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", requests
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-def refused_url(name: str) -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/{name}"
+    with http_server(Handler) as base:
+        yield base, requests
 
 
 def test_download_zip_from_local_server(tmp_path, isolated_datasets_dir):

@@ -14,16 +14,16 @@ import hashlib
 import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from local_http import http_server, refused_url
 
 from conftest import reference_keys
 from hostile import read_only_dir, small_disk
@@ -144,26 +144,8 @@ class Server:
 @contextlib.contextmanager
 def serving(behaviour: Behaviour):
     server = Server(behaviour)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), server.handler())
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", server
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-def refused_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/w.pt"
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NASJAX_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+    with http_server(server.handler()) as base:
+        yield base, server
 
 
 def entry(name: str, url: str, **changes) -> registry.WeightEntry:

@@ -2,16 +2,16 @@
 mismatch, HTTP errors, timeouts, refused connections, and the cache layout."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import http.server
 import os
-import socket
-import threading
 import time
 
 import pytest
+
+import local_http
+from local_http import http_server
 
 from nasjax.loading import hub
 from nasjax.weights import get_entry
@@ -59,25 +59,12 @@ class Server:
         return Handler
 
 
-@contextlib.contextmanager
 def serving(server: Server):
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), server.handler())
-    httpd.daemon_threads = True  # a handler still sleeping must not hold up the test's end
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    return http_server(server.handler())
 
 
 def refused_url() -> str:
-    """A URL on a local port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/yolo_nas_s_coco.pth"
+    return local_http.refused_url("yolo_nas_s_coco.pth")
 
 
 def test_download_verifies_and_renames(tmp_path):
@@ -159,12 +146,6 @@ def test_timeout(tmp_path):
 def test_refused_connection(tmp_path):
     with pytest.raises(hub.DownloadError, match="Connection ?Refused|refused"):
         hub.download(refused_url(), tmp_path / "f.pth", progress=False)
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NASJAX_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 def test_cache_home(monkeypatch, tmp_path):

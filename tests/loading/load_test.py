@@ -10,12 +10,13 @@ import functools
 import hashlib
 import http.server
 import shutil
-import socket
-import threading
 import time
 
 import numpy as np
 import pytest
+
+import local_http
+from local_http import http_server
 import torch
 from flax import nnx
 
@@ -39,11 +40,8 @@ def served(tmp_path_factory):
     path = root / "yolo_nas_s_coco.pth"
     torch.save({k: torch.from_numpy(v) for k, v in state_dict.items()}, path)
     handler = functools.partial(QuietHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/{path.name}", hashlib.sha256(path.read_bytes()).hexdigest(), path
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(handler) as base:
+        yield f"{base}/{path.name}", hashlib.sha256(path.read_bytes()).hexdigest(), path
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -52,15 +50,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def refused_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/yolo_nas_s_coco.pth"
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("NASJAX_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
+    return local_http.refused_url("yolo_nas_s_coco.pth")
 
 
 def register(monkeypatch, **changes) -> registry.WeightEntry:
