@@ -1,0 +1,52 @@
+"""benchmarks/accelerator.py stays runnable: a CPU run at a tiny size, both dtypes, both modes, JSON and
+table written; and its end-to-end program gives exactly the detections of `Network.detect_batch`, the
+call predict makes (the benchmark compiles the same jit_detect ahead of time)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("accelerator_benchmark", REPO / "benchmarks" / "accelerator.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_accelerator_benchmark_runs_on_cpu_at_a_tiny_size(tmp_path):
+    accelerator = load_benchmark()
+    report = accelerator.main(["--variants", "yolo_nas_s", "--dtypes", "float32", "bfloat16", "--batches", "2",
+                               "--imgsz", "64", "--seconds", "0.05", "--torch", "off",
+                               "--json", str(tmp_path / "a.json"), "--table", str(tmp_path / "a.md")])
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads(json.dumps(report))
+    measured = {(r["dtype"], r["mode"]): r for r in report["results"]}
+    assert set(measured) == {(d, m) for d in ("float32", "bfloat16") for m in ("model", "end_to_end")}
+    for record in measured.values():
+        assert "error" not in record, record
+        assert record["images_per_s"] > 0 and record["compile_s"] > 0 and record["program_mib"] > 1
+    assert report["environment"]["platform"] == "cpu" and not report["skipped"]
+    table = (tmp_path / "a.md").read_text()
+    assert table.count("| nasjax | yolo_nas_s |") == 4
+
+    # The end-to-end program is detect_batch: the same detections for the same uint8 batch.
+    bench = accelerator.NasjaxBench("yolo_nas_s", 64)
+    call, _, _ = bench.program(2, "float32", "end_to_end")
+    ours = call()
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    reference = bench.network.detect_batch(pixels)
+    for name in ("boxes", "scores", "classes", "count"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(reference, name))
+
+
+def test_over_budget_measurements_are_listed_as_skipped(tmp_path):
+    accelerator = load_benchmark()
+    report = accelerator.main(["--variants", "yolo_nas_s", "--dtypes", "float32", "--batches", "1", "--imgsz", "64",
+                               "--torch", "off", "--budget-s", "0", "--json", str(tmp_path / "a.json")])
+    assert report["results"] == [] and len(report["skipped"]) == 2
+    assert "Skipped (over --budget-s): 2" in accelerator.table(report)
