@@ -126,6 +126,34 @@ def class_names_of(detector: BatchDetector) -> dict[int, str]:
     return {i: f"class{i}" for i in range(detector.num_classes)}
 
 
+# --- shared with nasjax.ray: one image in, one image's detections out --------------------------------
+
+
+def network_input_of(detector: BatchDetector, image: np.ndarray, preprocess: str = "centre_pad", imgsz: int = 640,
+                     rounding: str = "round") -> tuple[np.ndarray, preprocessing.Transform]:
+    """(network input (imgsz, imgsz, 3) uint8, transform) for an (H, W, 3) uint8 RGB image, with the
+    weights' own pre-processing numbers (pad 114, resize margin 640 - 636 for the COCO models)."""
+    weights = detector.preprocessing
+    return preprocessing.preprocess(image, preprocess, imgsz, weights.pad_value,
+                                    resize_margin=weights.input_size - weights.resize_longest_side, rounding=rounding)
+
+
+def padded_batch(inputs: list[np.ndarray], batch_size: int, imgsz: int) -> np.ndarray:
+    """(batch_size, imgsz, imgsz, 3) uint8: `inputs` (at most batch_size), then zero rows, so that every
+    device call has the one compiled shape."""
+    batch = np.zeros((batch_size, imgsz, imgsz, 3), np.uint8)
+    for i, network_input in enumerate(inputs):
+        batch[i] = network_input
+    return batch
+
+
+def detections_in_original(detections, i: int, transform: preprocessing.Transform
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(xyxy in original-image pixels, scores, classes) of row i of padded `nms.Detections`."""
+    n = int(detections.count[i])
+    return transform.boxes_to_original(detections.boxes[i, :n]), detections.scores[i, :n], detections.classes[i, :n]
+
+
 def predict(
     detector: BatchDetector,
     source,
@@ -192,15 +220,11 @@ def _run(detector, items, *, settings: NMSSettings, batch_size, preprocess, imgs
     # The JAX network and the exported runners share one batch interface (nasjax.model.core.BatchDetector).
     batch_size = detector.batch_size_for(batch_size)
     names = class_names_of(detector)
-    # The weights' own pre-processing numbers (636 / 640 / 114 for the COCO models).
-    weights = detector.preprocessing
-    pad_value, resize_margin = weights.pad_value, weights.input_size - weights.resize_longest_side
 
     def prepare(item: Item) -> Prepared:
         start = time.perf_counter()
         image = preprocessing.load_image(item.source, exif_transpose)
-        network_input, transform = preprocessing.preprocess(image, preprocess, imgsz, pad_value,
-                                                            resize_margin=resize_margin, rounding=rounding)
+        network_input, transform = network_input_of(detector, image, preprocess, imgsz, rounding)
         return Prepared(item, image, network_input, transform, time.perf_counter() - start)
 
     def collect(futures) -> list[Prepared]:
@@ -229,9 +253,7 @@ def _run(detector, items, *, settings: NMSSettings, batch_size, preprocess, imgs
             # Start reading the next batch now, so that it overlaps with this batch's device work.
             pending = submit(chunks[k + 1]) if k + 1 < len(chunks) else []
             if prepared:
-                batch = np.zeros((batch_size, imgsz, imgsz, 3), np.uint8)
-                for i, p in enumerate(prepared):
-                    batch[i] = p.network_input
+                batch = padded_batch([p.network_input for p in prepared], batch_size, imgsz)
                 start = time.perf_counter()
                 detections = detector.detect_batch(batch, settings, dtype)
                 if timings is not None:
@@ -240,9 +262,7 @@ def _run(detector, items, *, settings: NMSSettings, batch_size, preprocess, imgs
                     timings["images"] += len(prepared)
                 for i, p in enumerate(prepared):
                     start = time.perf_counter()
-                    n = int(detections.count[i])
-                    boxes = Boxes(p.transform.boxes_to_original(detections.boxes[i, :n]), detections.scores[i, :n],
-                                  detections.classes[i, :n], p.image.shape[:2])
+                    boxes = Boxes(*detections_in_original(detections, i, p.transform), p.image.shape[:2])
                     result = Results(p.image, boxes, names, p.item.path)
                     if timings is not None:
                         timings["postprocess"] += time.perf_counter() - start
