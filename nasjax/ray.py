@@ -43,11 +43,10 @@ import io
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image, UnidentifiedImageError
 
 from nasjax.data import preprocessing
-from nasjax.model.nms import NMSSettings
 from nasjax.predict.predictor import (
+    checked_settings,
     detections_in_original,
     network_input_of,
     padded_batch,
@@ -57,26 +56,6 @@ _DATA_COLUMNS = ("image", "bytes")
 # The columns Predictor adds, and their Arrow types.
 OUTPUT_TYPES = {"width": pa.int64(), "height": pa.int64(), "boxes": pa.list_(pa.list_(pa.float32(), 4)),
                 "scores": pa.list_(pa.float32()), "classes": pa.list_(pa.int64()), "error": pa.string()}
-
-
-def decode_image_bytes(data: bytes, label: str, exif_transpose: bool = False) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from an encoded image file's bytes, as `preprocessing.load_image` reads a
-    file (pixel limit checked before decoding). Raises ImageLoadError naming `label`."""
-    try:
-        with preprocessing.open_image(io.BytesIO(data)) as image:
-            preprocessing.check_image_size(label, image.size)
-            image.load()
-            return preprocessing.load_image(image, exif_transpose)
-    except preprocessing.ImageLoadError as e:
-        raise preprocessing.ImageLoadError(e if label in str(e) else f"{label}: {e}") from e
-    except Image.DecompressionBombError as e:
-        raise preprocessing.ImageLoadError(f"cannot read image {label}: {e} Pillow refuses it") from e
-    except MemoryError:
-        raise preprocessing.ImageLoadError(f"cannot read image {label}: out of memory while decoding it") from None
-    except UnidentifiedImageError:  # Pillow's message names the BytesIO object
-        raise preprocessing.ImageLoadError(f"cannot read image {label}: cannot identify image file") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise preprocessing.ImageLoadError(f"cannot read image {label}: {e}") from e
 
 
 class Predictor:
@@ -91,12 +70,9 @@ class Predictor:
                  skip_errors: bool = False, trusted: bool = False):
         import nasjax
 
-        for name, value in (("max_det", max_det), ("nms_top_k", nms_top_k), ("batch_size", batch_size)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.settings = NMSSettings(conf=conf, iou=iou, top_k=int(nms_top_k), max_det=int(max_det),
-                                    multi_label=multi_label, agnostic=agnostic)
-        preprocessing.make_transform((imgsz, imgsz), preprocess, imgsz, rounding=resize_rounding)  # validates
+        self.settings = checked_settings(conf=conf, iou=iou, max_det=max_det, nms_top_k=nms_top_k,
+                                         batch_size=batch_size, multi_label=multi_label, agnostic=agnostic,
+                                         imgsz=imgsz, preprocess=preprocess, resize_rounding=resize_rounding)
         self.detector = nasjax.load(model, pretrained=pretrained, trusted=trusted)
         self.detector.check_predict_options({"imgsz": imgsz, "dtype": dtype})
         self.imgsz, self.preprocess, self.rounding = int(imgsz), preprocess, resize_rounding
@@ -114,7 +90,7 @@ class Predictor:
             except preprocessing.ImageLoadError as e:
                 raise preprocessing.ImageLoadError(f"{label}: {e}") from e
         if "bytes" in batch:
-            return decode_image_bytes(bytes(batch["bytes"][i]), label, self.exif_transpose)
+            return preprocessing.read_image_file(io.BytesIO(bytes(batch["bytes"][i])), label, self.exif_transpose)
         if path is None:
             raise ValueError(f"a batch needs an 'image', 'bytes' or 'path' column; it has {sorted(batch)}")
         return preprocessing.load_image(str(path), self.exif_transpose)

@@ -94,30 +94,44 @@ def open_image(path: Path) -> Image.Image:
         return Image.open(path)
 
 
+def read_image_file(file, label, exif_transpose: bool = False) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from an encoded image file (a path or a binary file object, e.g.
+    io.BytesIO of the bytes), named `label` in messages. The pixel limit is checked from the header before
+    decoding; every failure of Pillow is an ImageLoadError naming `label`. A missing path or a folder
+    raises FileNotFoundError / IsADirectoryError (load_image words them)."""
+    try:
+        with open_image(file) as image:
+            check_image_size(label, image.size)
+            image.load()
+            return load_image(image, exif_transpose)
+    except ImageLoadError as e:
+        raise ImageLoadError(e if str(label) in str(e) else f"{label}: {e}") from e
+    except (FileNotFoundError, IsADirectoryError):
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(f"cannot read image {label}: {e} Pillow refuses it; to read it anyway raise "
+                             f"PIL.Image.MAX_IMAGE_PIXELS and ${limits.MAX_IMAGE_PIXELS_ENV}") from e
+    except MemoryError:
+        raise ImageLoadError(f"cannot read image {label}: out of memory while decoding it") from None
+    except UnidentifiedImageError as e:  # for a file object, Pillow's message names the object, not the file
+        detail = e if isinstance(file, (str, os.PathLike)) else "cannot identify image file"
+        raise ImageLoadError(f"cannot read image {label}: {detail}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        # PIL reports corrupt or truncated files as OSError / SyntaxError / ValueError.
+        raise ImageLoadError(f"cannot read image {label}: {e}") from e
+
+
 def load_image(source, exif_transpose: bool = False) -> np.ndarray:
     """(H, W, 3) uint8 RGB from a path, a PIL image or a numpy array. Raises ImageLoadError, also for a
     file over the pixel limit (`check_image_size`), before decoding it."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
-            with open_image(path) as image:
-                check_image_size(path, image.size)
-                image.load()
-                return load_image(image, exif_transpose)
-        except ImageLoadError as e:
-            raise ImageLoadError(e if str(path) in str(e) else f"{path}: {e}") from e
+            return read_image_file(path, path, exif_transpose)
         except FileNotFoundError:
             raise ImageLoadError(f"image file not found: {path}") from None
         except IsADirectoryError:
             raise ImageLoadError(f"{path} is a folder, not an image file") from None
-        except Image.DecompressionBombError as e:
-            raise ImageLoadError(f"cannot read image {path}: {e} Pillow refuses it; to read it anyway raise "
-                                 f"PIL.Image.MAX_IMAGE_PIXELS and ${limits.MAX_IMAGE_PIXELS_ENV}") from e
-        except MemoryError:
-            raise ImageLoadError(f"cannot read image {path}: out of memory while decoding it") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            # PIL reports corrupt or truncated files as OSError / SyntaxError / ValueError.
-            raise ImageLoadError(f"cannot read image {path}: {e}") from e
     if isinstance(source, Image.Image):
         if exif_transpose:
             source = ImageOps.exif_transpose(source)

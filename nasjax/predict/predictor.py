@@ -154,6 +154,19 @@ def detections_in_original(detections, i: int, transform: preprocessing.Transfor
     return transform.boxes_to_original(detections.boxes[i, :n]), detections.scores[i, :n], detections.classes[i, :n]
 
 
+def checked_settings(*, conf, iou, max_det, nms_top_k, batch_size, multi_label, agnostic, imgsz, preprocess,
+                     resize_rounding) -> NMSSettings:
+    """predict()'s options checked before any image is read (a ValueError naming the bad one); the NMS
+    settings they make."""
+    for name, value in (("max_det", max_det), ("nms_top_k", nms_top_k), ("batch_size", batch_size)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    settings = NMSSettings(conf=conf, iou=iou, top_k=int(nms_top_k), max_det=int(max_det),
+                           multi_label=multi_label, agnostic=agnostic)  # checks conf and iou
+    preprocessing.make_transform((imgsz, imgsz), preprocess, imgsz, rounding=resize_rounding)
+    return settings
+
+
 def predict(
     detector: BatchDetector,
     source,
@@ -197,12 +210,9 @@ def predict(
         pre-processing, summed over images), "inference" (device call: forward and NMS, and the
         transfer back) and "postprocess" (mapping boxes back, making Results), and "images" (count).
     """
-    for name, value in (("max_det", max_det), ("nms_top_k", nms_top_k), ("batch_size", batch_size)):
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    settings = NMSSettings(conf=conf, iou=iou, top_k=int(nms_top_k), max_det=int(max_det),
-                           multi_label=multi_label, agnostic=agnostic)  # checks conf and iou
-    preprocessing.make_transform((imgsz, imgsz), preprocess, imgsz, rounding=resize_rounding)  # validates early
+    settings = checked_settings(conf=conf, iou=iou, max_det=max_det, nms_top_k=nms_top_k, batch_size=batch_size,
+                                multi_label=multi_label, agnostic=agnostic, imgsz=imgsz, preprocess=preprocess,
+                                resize_rounding=resize_rounding)
     if timings is not None:
         for key in ("preprocess", "inference", "postprocess"):
             timings.setdefault(key, 0.0)
