@@ -108,5 +108,16 @@ class SampleListDataset(Dataset):
             yield list(self.samples)
 
     def shard(self, index: int, count: int) -> "SampleListDataset":
-        """Every `count`-th sample from `index` on (one process's share in a multi-host run)."""
-        return SampleListDataset(self.name, self.names, self.category_ids, self.samples[index::count])
+        """Process `index`'s share of a run of `count` processes: the contiguous block `process_rows`
+        gives, so that the shares concatenated in process order are the dataset in its order (what the
+        gathered results of a multi-host validation rely on). It describes itself as the whole dataset,
+        which is what the run validates."""
+        from nasjax.utils.distributed import process_rows
+
+        part = SampleListDataset(self.name, self.names, self.category_ids,
+                                 self.samples[process_rows(len(self.samples), index, count)])
+        part.whole = self.describe()
+        return part
+
+    def describe(self) -> str:
+        return getattr(self, "whole", None) or super().describe()

@@ -15,8 +15,10 @@ including the indices of the other images that mosaic and mixup use, comes from 
 the batches depend only on (seed, epoch, position), never on the number of threads or on timing. A
 thread pool prepares the next `prefetch` batches while the step runs.
 
-Several processes (multi-host): each loads the same global batches and feeds its own rows
-(`shard_batch`, nasjax/train/step.py); loading only a process's own rows is not done.
+Several processes (multi-host): every process walks the same global batches (the order and each
+image's augmentation depend only on (seed, epoch, position)), but reads and augments only its own
+contiguous block of rows (`process_index` / `process_count`, the block `nasjax.utils.distributed.
+process_rows` defines), which `shard_batch` (nasjax/train/step.py) places on its devices.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ from nasjax.data.augment import (
 from nasjax.data.base import DatasetError, Sample, SampleListDataset
 from nasjax.data.preprocessing import load_image, make_transform, to_unit_float
 from nasjax.data.targets import LossTargets
+from nasjax.utils.distributed import process_rows
 
 MAX_BOXES_CAP = 256  # the default max_boxes grows with mosaic / mixup up to this (see the module docstring)
 
@@ -114,12 +117,15 @@ class Loader:
     max_boxes: the padded number of boxes per image; default the most any image has (at least 1) times
     `augmentation.box_factor` (4 with mosaic, 2 with mixup), capped at MAX_BOXES_CAP unless one image
     alone has more. An image with more boxes keeps the first max_boxes.
+    process_index / process_count: a multi-process run's share; each batch then holds only this
+    process's rows of the global batch of batch_size.
     """
 
     def __init__(self, dataset: SampleListDataset, batch_size: int, imgsz: int, *, seed: int = 0,
                  shuffle: bool = True, augment: bool = True, augmentation: Augmentation | None = None,
                  drop_last: bool | None = None, max_boxes: int | None = None, method: str = "centre_pad",
-                 flip: float | None = None, hsv: bool | None = None, workers: int = 4, prefetch: int = 2):
+                 flip: float | None = None, hsv: bool | None = None, workers: int = 4, prefetch: int = 2,
+                 process_index: int = 0, process_count: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch size must be positive, got {batch_size}")
         if len(dataset) == 0:
@@ -145,6 +151,7 @@ class Loader:
         self.max_boxes = max_boxes or min(most * aug.box_factor, max(most, MAX_BOXES_CAP))
         self.method = method
         self.workers, self.prefetch = max(1, workers), max(1, prefetch)
+        self.process_index, self.process_count = process_index, process_count
 
     def __len__(self) -> int:
         n = len(self.samples) / self.batch_size
@@ -175,6 +182,8 @@ class Loader:
         order = self._order(epoch)
         starts = range(0, len(self) * self.batch_size, self.batch_size)
         groups = [np.arange(s, min(s + self.batch_size, len(order))) for s in starts]
+        if self.process_count > 1:
+            groups = [group[process_rows(len(group), self.process_index, self.process_count)] for group in groups]
         with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
             pending: collections.deque = collections.deque()
             for group in groups:

@@ -84,13 +84,15 @@ def save_detector(
         **extra,
     }
     variables = nnx.to_pure_dict(detector.variables)
+    if jax.process_count() > 1:  # orbax refuses one process's own device arrays in a multi-process run
+        variables = jax.tree.map(np.asarray, variables)
     needed = sum(int(np.asarray(leaf).nbytes) for leaf in jax.tree.leaves(variables))
     # Refused before writing: orbax fails on a full disk with a ValueError and noise from its threads.
     check_free_space(directory.parent, needed, f"the checkpoint {directory}")
 
     def write(staging: Path) -> None:
         try:
-            with ocp.StandardCheckpointer() as checkpointer:  # leaving it waits for the asynchronous write
+            with ocp.StandardCheckpointer(**process_local()) as checkpointer:  # leaving it waits for the asynchronous write
                 checkpointer.save(staging / VARIABLES_DIR, variables)
             (staging / METADATA_FILE).write_text(json.dumps(info, indent=2) + "\n")
         except Exception as e:  # orbax reports ENOSPC as a ValueError naming its own temporary files
@@ -104,6 +106,16 @@ def save_detector(
     else:
         _write_new_directory(directory, write)
     return directory
+
+
+def process_local() -> dict:
+    """orbax keywords that keep a save or restore to this process. orbax makes every process of a
+    multi-process run take part in each save (barriers); nasjax saves from process 0 alone (a run's files)
+    or reads in each process on its own (docs/scale_out.md#multi-process-jax)."""
+    if jax.process_count() == 1:
+        return {}
+    me = jax.process_index()
+    return {"multiprocessing_options": ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})}
 
 
 def _write_new_directory(directory: Path, write) -> None:
@@ -186,7 +198,7 @@ def _differences(found: dict, expected: dict) -> list[str]:
 
 def _stored_shapes(variables_dir: Path) -> dict[str, tuple[int, ...]]:
     try:
-        with ocp.StandardCheckpointer() as checkpointer:
+        with ocp.StandardCheckpointer(**process_local()) as checkpointer:
             return _flat_shapes(checkpointer.metadata(variables_dir).item_metadata.tree)
     except Exception as e:  # orbax raises many types for a missing or damaged checkpoint; all mean "unreadable"
         raise CheckpointError(
@@ -199,7 +211,7 @@ def _restore(variables_dir: Path, target, description: str) -> dict:
     """The stored arrays, checked against the model's tree; a mismatch is reported by name."""
     expected = _flat_shapes(target)
     try:
-        with ocp.StandardCheckpointer() as checkpointer:
+        with ocp.StandardCheckpointer(**process_local()) as checkpointer:
             restored = checkpointer.restore(variables_dir, target)
     except Exception as e:  # as above; the stored tree's metadata then says what is wrong, if anything can
         problems = _differences(_stored_shapes(variables_dir), expected)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from nasjax.loading.checkpoint import process_local
 from nasjax.model.core import Network
 from nasjax.train.config import DEFAULT_NAME, TrainConfig, TrainingError
 from nasjax.utils.atomic_files import write_atomic
@@ -126,7 +127,11 @@ class StateCheckpoints:
 
     def __init__(self, directory: Path):
         self.directory = directory / STATE_DIR
-        self.manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=2))
+        # Process 0 alone saves; every process restores on its own (a multi-process run), and orbax then
+        # leaves making the folder to the caller.
+        self.directory.mkdir(parents=True, exist_ok=True)
+        options = ocp.CheckpointManagerOptions(max_to_keep=2, create=False, **process_local())
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_epoch(self) -> int | None:
         """The index (from 0) of the last completed epoch saved, or None."""

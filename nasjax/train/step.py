@@ -146,14 +146,25 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(jax.tree.map(jnp.array, tree), NamedSharding(mesh, PartitionSpec()))
 
 
+def local_copy(tree):
+    """`tree` with every array that spans several processes (replicated over a multi-process mesh)
+    replaced by this process's own full copy of it, on one of its devices (no communication): what
+    host-side code (saving, validating on this process's devices) can read. Other leaves as they are."""
+    def local(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return leaf.addressable_data(0)
+        return leaf
+
+    return jax.tree.map(local, tree)
+
+
 def shard_batch(mesh: Mesh, images: np.ndarray, targets: LossTargets) -> tuple[jax.Array, LossTargets]:
-    """Global arrays split along the batch over the mesh's "data" axis, from the rows of this process
-    (each process loads the same global batch order and keeps its own contiguous block of rows)."""
+    """Global arrays split along the batch over the mesh's "data" axis, from this process's rows: the
+    whole batch in a single process; in a multi-process run this process's contiguous block of the
+    global batch (`nasjax.utils.distributed.process_rows`, what the `Loader` of a process loads)."""
     sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-    count, index = jax.process_count(), jax.process_index()
-    rows = slice(index * len(images) // count, (index + 1) * len(images) // count)
 
     def put(array):
-        return jax.make_array_from_process_local_data(sharding, np.ascontiguousarray(array[rows]))
+        return jax.make_array_from_process_local_data(sharding, np.ascontiguousarray(array))
 
     return put(images), LossTargets(*map(put, targets))

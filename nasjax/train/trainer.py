@@ -49,7 +49,8 @@ from nasjax.train.config import (DEFAULT_PROJECT, TrainConfig, TrainingError, ch
 from nasjax.train.initial import describe, scratch_model, starting_network
 from nasjax.train.loss import PPYoloELossConfig
 from nasjax.train.step import (COMPUTE_DTYPES, cached_train_step, initial_state, learning_rate_schedule,
-                               make_eval_loss, make_optimizer, replicate, shard_batch)
+                               local_copy, make_eval_loss, make_optimizer, replicate, shard_batch)
+from nasjax.utils import distributed
 from nasjax.utils.devices import global_data_mesh
 
 
@@ -83,10 +84,11 @@ def train(data=None, model=None, *, config: TrainConfig | None = None, resume: b
     train_set, val_set, class_names = load_data(data, config)
     module, variant = starting_network(model, len(class_names), pretrained=config.pretrained, seed=config.seed)
     loaders = make_loaders(train_set, val_set, config)  # before the run directory: bad data writes nothing
-    directory = checkpoints.new_run_directory(config)
+    # Several processes: process 0 claims the folder and writes run.json; the others learn its name.
+    directory = distributed.broadcast(distributed.on_primary(lambda: checkpoints.new_run_directory(config)))
     config = dataclasses.replace(config, project=str(directory.parent), name=directory.name)
-    checkpoints.write_run(directory, checkpoints.run_record(
-        config, data=describe_data(data), model=describe(model), variant=variant, class_names=class_names))
+    distributed.on_primary(lambda: checkpoints.write_run(directory, checkpoints.run_record(
+        config, data=describe_data(data), model=describe(model), variant=variant, class_names=class_names)))
     return run_epochs(directory, config, module, class_names, loaders, mesh, resume=False)
 
 
@@ -140,7 +142,9 @@ class Loaders(NamedTuple):
 
 def make_loaders(train_set, val_set, config: TrainConfig) -> Loaders:
     """The training loader, the "light" one for the last close_augmentation epochs, and the val loader."""
-    options = dict(seed=config.seed, shuffle=True, workers=config.workers, method=config.method)
+    # Each process of a multi-process run loads only its rows of every training batch.
+    options = dict(seed=config.seed, shuffle=True, workers=config.workers, method=config.method,
+                   process_index=distributed.process_index(), process_count=distributed.process_count())
     loader = Loader(train_set, config.batch, config.imgsz, augmentation=config.resolved_augmentation(), **options)
     light = (Loader(train_set, config.batch, config.imgsz, augmentation=Augmentation.light(),
                     max_boxes=loader.max_boxes, **options) if config.close_augmentation else None)
@@ -178,12 +182,14 @@ def run_epochs(directory: Path, config: TrainConfig, module, class_names: list[s
             raise TrainingError(f"resume: {directory} has finished all {config.epochs} epochs; give a larger epochs "
                                 f"to extend it, or fine-tune its weights in a new run with "
                                 f"model='{directory / 'best'}'")
-        state = replicate(saved_states.restore(epoch_done, state, f"a {variant} with {len(class_names)} classes"),
+        state = replicate(saved_states.restore(epoch_done, local_copy(state),
+                                               f"a {variant} with {len(class_names)} classes"),
                           mesh)
         history = checkpoints.read_history(directory, epoch_done + 1)
         best_value = checkpoints.best_value_of(history, config.best_metric)
         start_epoch = epoch_done + 1
-        print(f"resuming {directory} after epoch {epoch_done + 1} of {config.epochs}")
+        if distributed.is_primary():
+            print(f"resuming {directory} after epoch {epoch_done + 1} of {config.epochs}")
 
     def train_step_for(epoch: int):
         # PP-YOLOE's static_assigner_epoch: ATSS for the first epochs, then the task-aligned assigner.
@@ -195,6 +201,7 @@ def run_epochs(directory: Path, config: TrainConfig, module, class_names: list[s
     step_losses: list[float] = []
     steps_done = int(state.step)
     max_steps = config.max_steps
+    shown = config.progress and distributed.is_primary()  # several processes: process 0 reports and writes
     for epoch in range(start_epoch, config.epochs):
         if max_steps is not None and steps_done >= max_steps:
             break
@@ -202,7 +209,7 @@ def run_epochs(directory: Path, config: TrainConfig, module, class_names: list[s
         light = light_loader is not None and epoch >= config.epochs - config.close_augmentation
         epoch_loader = light_loader if light else loader
         bar = tqdm(epoch_loader.epoch(epoch), total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}",
-                   disable=not config.progress, dynamic_ncols=True)
+                   disable=not shown, dynamic_ncols=True)
         sums: dict[str, float] = {}
         count = 0
         started = time.perf_counter()
@@ -236,24 +243,30 @@ def run_epochs(directory: Path, config: TrainConfig, module, class_names: list[s
             if config.best_metric == "map50_95":
                 record |= validation_map(ema_network(eval_graphdef, state, class_names), loaders.val_set, config)
         history.append(record)
-        if config.progress:
+        if shown:
             print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        # The EMA weights in the training form (the step donates the state: saved before the next step).
-        network = ema_network(eval_graphdef, state, class_names)
-        metadata = {"source_format": "nasjax.train", "epoch": epoch + 1, "steps": steps_done, "train_base": variant,
-                    "run": str(directory)}
-        checkpoints.save_weights(network, directory / "last", metadata)
         value, higher = checkpoints.metric_value(record, config.best_metric)
-        if checkpoints.is_better(value, best_value, higher):
-            best_value = value
-            checkpoints.save_weights(network, directory / "best", metadata | {config.best_metric: value})
-        checkpoints.write_results(directory, history, config.best_metric, best_value)
-        if count == len(epoch_loader):  # a completed epoch (max_steps may stop one in the middle)
-            saved_states.save(epoch, state)
-        if config.plot:
-            from nasjax.train.plots import plot_history
+        better = checkpoints.is_better(value, best_value, higher)
+        best_value = value if better else best_value
+        completed = count == len(epoch_loader)  # a completed epoch (max_steps may stop one in the middle)
 
-            plot_history(history, directory / "results.png")
+        def save(epoch=epoch, state=state) -> None:
+            # The EMA weights in the training form (the step donates the state: saved before the next step).
+            network = ema_network(eval_graphdef, state, class_names)
+            metadata = {"source_format": "nasjax.train", "epoch": epoch + 1, "steps": steps_done,
+                        "train_base": variant, "run": str(directory)}
+            checkpoints.save_weights(network, directory / "last", metadata)
+            if better:
+                checkpoints.save_weights(network, directory / "best", metadata | {config.best_metric: value})
+            checkpoints.write_results(directory, history, config.best_metric, best_value)
+            if completed:
+                saved_states.save(epoch, local_copy(state))
+            if config.plot:
+                from nasjax.train.plots import plot_history
+
+                plot_history(history, directory / "results.png")
+
+        distributed.on_primary(save)
     saved_states.close()
     return {"project": directory, "config": config, "history": history, "step_losses": step_losses,
             "best": directory / "best", "last": directory / "last"}
@@ -261,7 +274,7 @@ def run_epochs(directory: Path, config: TrainConfig, module, class_names: list[s
 
 def ema_network(eval_graphdef, state, class_names) -> Network:
     """The EMA weights and statistics as a training-form `Network` (BatchNorm in eval mode)."""
-    return Network(nnx.merge(eval_graphdef, state.ema_params, state.ema_rest), class_names)
+    return Network(nnx.merge(eval_graphdef, local_copy(state.ema_params), local_copy(state.ema_rest)), class_names)
 
 
 def validation_losses(eval_loss, state, val_loader: Loader) -> dict[str, float]:
@@ -271,7 +284,7 @@ def validation_losses(eval_loss, state, val_loader: Loader) -> dict[str, float]:
     for images, targets in val_loader.epoch(0):
         n = len(images)
         targets = LossTargets(*map(jnp.asarray, targets))
-        terms = eval_loss(state.ema_params, state.ema_rest, jnp.asarray(images), targets)
+        terms = eval_loss(local_copy(state.ema_params), local_copy(state.ema_rest), jnp.asarray(images), targets)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v) * n
         images_seen += n
@@ -282,7 +295,9 @@ def validation_map(network: Network, val_set, config: TrainConfig) -> dict[str, 
     """COCO mAP of the EMA model (fused to the full form, as inference runs it) on the validation split."""
     from nasjax.validate.validator import validate
 
-    metrics = validate(network.fuse("full"), val_set, imgsz=config.imgsz, batch_size=config.batch, print_results=False,
+    # Several processes: each predicts its share of the images and validate gathers them.
+    share = val_set.shard(distributed.process_index(), distributed.process_count())
+    metrics = validate(network.fuse("full"), share, imgsz=config.imgsz, batch_size=config.batch, print_results=False,
                        progress=False, warmup=False)
     return {"map50_95": float(metrics["map50_95"]), "map50": float(metrics["map50"])}
 
