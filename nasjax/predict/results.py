@@ -35,6 +35,27 @@ def _plural(name: str, n: int) -> str:
     return name + ("es" if name.endswith(("s", "x", "z", "ch", "sh")) else "s")
 
 
+def class_name(names: Mapping[int, str], cls: int) -> str:
+    return names.get(int(cls), f"class{int(cls)}")
+
+
+def summary_of(classes: np.ndarray, names: Mapping[int, str]) -> str:
+    """`Results.summary` of detections of these classes."""
+    if not len(classes):
+        return "(no detections)"
+    classes, counts = np.unique(np.asarray(classes, np.int64), return_counts=True)
+    return ", ".join(f"{n} {_plural(class_name(names, c), n)}" for c, n in zip(classes, counts))
+
+
+def detection_list(boxes: "Boxes", names: Mapping[int, str]) -> list[dict]:
+    """`Results.to_list` of `boxes`, for callers that have detections but not the image (nasjax.ray)."""
+    return [
+        {"name": class_name(names, c), "class": int(c), "confidence": float(s),
+         "box": dict(zip(("x1", "y1", "x2", "y2"), (float(v) for v in box)))}
+        for box, s, c in zip(boxes.xyxy, boxes.conf, boxes.cls)
+    ]
+
+
 class Boxes:
     """Detections of one image, in original-image pixels, sorted by confidence (descending)."""
 
@@ -81,14 +102,11 @@ class Results:
         return len(self.boxes)
 
     def name(self, cls: int) -> str:
-        return self.names.get(int(cls), f"class{int(cls)}")
+        return class_name(self.names, cls)
 
     def summary(self) -> str:
         """'4 persons, 1 bus' (classes in index order), or '(no detections)'."""
-        if not len(self):
-            return "(no detections)"
-        classes, counts = np.unique(self.boxes.cls, return_counts=True)
-        return ", ".join(f"{n} {_plural(self.name(c), n)}" for c, n in zip(classes, counts))
+        return summary_of(self.boxes.cls, self.names)
 
     def __repr__(self) -> str:
         h, w = self.orig_shape
@@ -97,11 +115,7 @@ class Results:
 
     def to_list(self) -> list[dict]:
         """One dict per detection: name, class, confidence, box {x1, y1, x2, y2} (original pixels)."""
-        return [
-            {"name": self.name(c), "class": int(c), "confidence": float(s),
-             "box": dict(zip(("x1", "y1", "x2", "y2"), (float(v) for v in box)))}
-            for box, s, c in zip(self.boxes.xyxy, self.boxes.conf, self.boxes.cls)
-        ]
+        return detection_list(self.boxes, self.names)
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_list(), indent=indent)

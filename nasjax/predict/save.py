@@ -21,6 +21,8 @@ from pathlib import Path
 from nasjax.predict.results import Results
 
 PREDICTIONS_FILE = "predictions.json"
+PARQUET_FILE = "predictions.parquet"  # engine=ray (nasjax/ray.py)
+RUN_FILES = (PREDICTIONS_FILE, PARQUET_FILE)  # a folder holding one of these holds a finished run
 # PIL writes these formats; an annotated copy of anything else is written as .png.
 WRITABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -33,9 +35,10 @@ def check_save_dir(save_dir: Path) -> None:
     """Refuse a save_dir that is a file or already holds a prediction run, before any work is done."""
     if save_dir.exists() and not save_dir.is_dir():
         raise SaveDirError(f"save_dir {save_dir} is a file, not a folder; give a folder path (or leave save_dir out)")
-    if (save_dir / PREDICTIONS_FILE).exists():
+    held = [name for name in RUN_FILES if (save_dir / name).exists()]
+    if held:
         raise SaveDirError(
-            f"{save_dir} already holds an earlier prediction run ({PREDICTIONS_FILE}) and was left as it is; "
+            f"{save_dir} already holds an earlier prediction run ({held[0]}) and was left as it is; "
             "give another name= or save_dir=, or leave out exist_ok to get a new numbered folder"
         )
 
@@ -48,7 +51,9 @@ class PredictionRun:
                 run.add(result, save_image=True)
             run.finish(meta)
 
-    Leaving the block without `finish` (an error, an interrupt) removes the staged files, and the
+    A run without images (nasjax.ray) adds records with `add_record`, and may stage other files
+    (`stage`) that are moved in with predictions.json; finish(meta, json=False) writes no
+    predictions.json, and the first staged file then marks the run. Leaving the block without `finish` (an error, an interrupt) removes the staged files, and the
     folder itself when this run created it. created: the caller made `save_dir` for this run (an
     increment_path claim), so it is removed again on failure.
     """
@@ -61,7 +66,7 @@ class PredictionRun:
         self._staging = Path(tempfile.mkdtemp(prefix=".predict.", suffix=".tmp", dir=self.save_dir))
         self.records: list[dict] = []
         self._used: set[str] = set()
-        self._images: list[str] = []
+        self._images: list[str] = []  # staged files, moved into place by finish
         self._finished = False
 
     def __enter__(self) -> "PredictionRun":
@@ -75,11 +80,10 @@ class PredictionRun:
             except OSError:
                 pass
 
-    def _name(self, result: Results) -> str:
+    def _name(self, source: str | None, i: int) -> str:
         """The source's file name (.png when PIL cannot write its format; image<i>.png for arrays), with
         _<i> added where two sources share a name."""
-        i = len(self.records)
-        path = Path(result.path) if result.path else Path(f"image{i}.png")
+        path = Path(source) if source else Path(f"image{i}.png")
         suffix = path.suffix if path.suffix.lower() in WRITABLE_SUFFIXES else ".png"
         name = path.stem + suffix
         if name.lower() in self._used:
@@ -89,7 +93,7 @@ class PredictionRun:
 
     def add(self, result: Results, save_image: bool = True) -> dict:
         """Stage one result: its annotated image (when save_image) and its record."""
-        name = self._name(result)
+        name = self._name(result.path, len(self.records))
         if save_image:
             staged = self._staging / name
             try:
@@ -98,35 +102,63 @@ class PredictionRun:
                 raise _about(error, self.save_dir / name) from None
             self._images.append(name)
         h, w = result.orig_shape
-        record = {"source": result.path, "annotated": name if save_image else None, "width": w, "height": h,
-                  "detections": result.to_list()}
+        return self.add_record(result.path, (h, w), result.to_list(), name if save_image else None)
+
+    def add_record(self, source: str | None, orig_shape: tuple[int, int], detections: list[dict],
+                   annotated: str | None = None) -> dict:
+        """Add one image's record: detections as `Results.to_list` gives them."""
+        h, w = orig_shape
+        record = {"source": source, "annotated": annotated, "width": int(w), "height": int(h), "detections": detections}
         self.records.append(record)
         return record
 
-    def finish(self, meta: dict) -> Path:
-        """Write predictions.json ({**meta, "images": records}) and move the run's files into place."""
-        target = self.save_dir / PREDICTIONS_FILE
-        staged = self._staging / PREDICTIONS_FILE
+    def reserve(self, sources: list[str]) -> list[Path]:
+        """Where the annotated images of `sources` (image files, in the run's order) are to be written by
+        someone else (nasjax.ray's workers), in the staging folder: the names `add` would give them.
+        Their records then name them (add_record's `annotated`)."""
+        names = [self._name(source, i) for i, source in enumerate(sources)]
+        return [self.stage(name) for name in names]
+
+    def stage(self, name: str) -> Path:
+        """Where to write the run's file `name` (in the staging folder); finish moves it into save_dir."""
+        self._images.append(name)
+        return self._staging / name
+
+    def finish(self, meta: dict, json_file: bool = True) -> Path:
+        """Write predictions.json ({**meta, "images": records}) and move the run's files into place; the
+        path of the file that marks the run (predictions.json, or without json_file the first staged)."""
+        names = list(self._images)
+        if json_file:
+            try:
+                (self._staging / PREDICTIONS_FILE).write_text(json.dumps({**meta, "images": self.records}, indent=1) + "\n")
+            except OSError as error:
+                raise _about(error, self.save_dir / PREDICTIONS_FILE) from None
+            names.insert(0, PREDICTIONS_FILE)
+        # The run files are hard-linked (atomic: fails if another run got there first), the rest renamed.
+        for name in [n for n in names if n in RUN_FILES] or names[:1]:
+            self._link(self._staging / name, self.save_dir / name)
+        for name in names:
+            if (self._staging / name).exists():  # reserved images of skipped sources were never written
+                os.replace(self._staging / name, self.save_dir / name)
+        self._finished = True
+        return self.save_dir / names[0]
+
+    @staticmethod
+    def _link(staged: Path, target: Path) -> None:
+        taken = SaveDirError(f"another run wrote {target} while this one ran; this run's output was discarded and "
+                             "the other run's kept: give each run its own name= or save_dir=")
         try:
-            staged.write_text(json.dumps({**meta, "images": self.records}, indent=1) + "\n")
-        except OSError as error:
-            raise _about(error, target) from None
-        try:
-            os.link(staged, target)  # atomic: fails if another run got there first
+            os.link(staged, target)
         except FileExistsError:
-            raise SaveDirError(
-                f"another run wrote {target} while this one ran; this run's output was discarded and the other "
-                "run's kept: give each run its own name= or save_dir="
-            ) from None
+            raise taken from None
         except OSError as error:
             if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
                 raise _about(error, target) from None
-            check_save_dir(self.save_dir)  # a file system without hard links: check, then rename
+            if target.exists():  # a file system without hard links: check, then rename
+                raise taken from None
             os.replace(staged, target)
-        for name in self._images:
-            os.replace(self._staging / name, self.save_dir / name)
-        self._finished = True
-        return target
+            return
+        staged.unlink()
 
 
 def _about(error: OSError, path: Path) -> OSError:

@@ -71,6 +71,13 @@ class Collector:
         ))
 
 
+def check_image_size(sample: Sample, orig_shape: tuple[int, int]) -> None:
+    """The image read for `sample` must have the size its annotations are for."""
+    if tuple(orig_shape) != (sample.height, sample.width):
+        raise DatasetError(f"{sample.path or sample.file_name}: the image is {orig_shape[1]}x{orig_shape[0]} "
+                           f"but its annotations are for {sample.width}x{sample.height}")
+
+
 def internal_records(images: Sequence[EvalImage], records: Sequence[list[dict]]) -> list[dict]:
     """The per-image records with image_id replaced by the EvalImage ids of the in-memory ground truth."""
     return [{**r, "image_id": im.image_id} for im, rows in zip(images, records) for r in rows]

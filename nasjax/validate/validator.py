@@ -45,6 +45,7 @@ from nasjax.validate import settings as run_settings
 from nasjax.validate.predictions import (
     Collector,
     add_file_detections,
+    check_image_size,
     check_unique_keys,
     internal_records,
     key_text,
@@ -70,7 +71,8 @@ class ClassCountMismatchError(ValueError):
     """The model predicts a different number of classes than the dataset has."""
 
 
-def _check_classes(detector, dataset: Dataset) -> None:
+def check_classes(detector, dataset: Dataset) -> None:
+    """Refuse a model whose class count differs from the dataset's; warn when the names differ."""
     if detector.num_classes != len(dataset.names):
         preview = ", ".join(list(dataset.names.values())[:5]) + (", ..." if len(dataset.names) > 5 else "")
         raise ClassCountMismatchError(
@@ -99,10 +101,7 @@ def _run_detector(detector, dataset: Dataset, collector: Collector, bar, *, batc
                           batch_size=batch_size, **predict_options)
         for sample, result in zip(chunk, results):
             t = time.perf_counter()
-            if tuple(result.orig_shape) != (sample.height, sample.width):
-                raise DatasetError(
-                    f"{sample.path or sample.file_name}: the image is {result.orig_shape[1]}x"
-                    f"{result.orig_shape[0]} but its annotations are for {sample.width}x{sample.height}")
+            check_image_size(sample, result.orig_shape)
             xywh, scores = round_records(result.boxes.xyxy, result.boxes.conf)
             collector.add(sample, xywh, scores, result.boxes.cls)
             timings["postprocess"] += time.perf_counter() - t
@@ -166,6 +165,8 @@ def validate(
         `ValidationSettings.DEFAULT`; the keyword settings below override it.
     data: a data YAML, a shipped name (coco8, coco128, coco), a dataset folder, a COCO JSON file (with
         `images`, its image folder, unless found beside it), "tfds:coco/2017", or a nasjax Dataset.
+        Several processes: a name is loaded as this process's share (`load_dataset`); a Dataset given
+        is taken to be this process's share already (`dataset.shard(jax.process_index(), ...)`).
     conf, iou, max_det, nms_top_k, multi_label, agnostic, preprocess: NMS and pre-processing (None:
         `ValidationSettings.DEFAULT`'s); reference_mode: super-gradients' COCO evaluation settings
         (`ValidationSettings.REFERENCE`), which the others may only repeat.
@@ -195,7 +196,7 @@ def validate(
         tfds_download=tfds_download, progress=print_results)
     timing["dataset"] = time.perf_counter() - start
     if predictions is None:
-        _check_classes(detector, dataset)
+        check_classes(detector, dataset)
     collector = Collector(dataset)
     timings: dict = {}  # predict()'s running totals
     bar = progress_bar(progress, len(dataset), "validate", leave=False)
