@@ -20,6 +20,7 @@ entry points are thin shims over this.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import errno
@@ -59,12 +60,22 @@ class Key:
 
 
 @functools.cache
-def command_keys() -> dict[str, tuple[str, dict[str, Key]]]:
-    """{command: (help, {key: Key})} from settings.yaml."""
+def _settings_file() -> dict:
     import yaml
 
-    text = importlib.resources.files("nasjax").joinpath("settings.yaml").read_text(encoding="utf-8")
-    raw = yaml.safe_load(text)
+    return yaml.safe_load(importlib.resources.files("nasjax").joinpath("settings.yaml").read_text(encoding="utf-8"))
+
+
+def group_keys(command: str, group: str) -> tuple[str, ...]:
+    """The keys of settings group `group` if `command` has that group, else ()."""
+    raw = _settings_file()
+    return tuple(raw["groups"][group]) if group in (raw["commands"][command].get("groups") or ()) else ()
+
+
+@functools.cache
+def command_keys() -> dict[str, tuple[str, dict[str, Key]]]:
+    """{command: (help, {key: Key})} from settings.yaml."""
+    raw = _settings_file()
 
     def key(name: str, spec: dict) -> Key:
         spec = dict(spec)
@@ -192,13 +203,25 @@ def _function_defaults(command: str) -> dict[str, Any]:
         elif command == "train":
             from nasjax.train import TrainConfig
 
-            return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+            return {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **_distributed_defaults(command)}
         else:
             return {}
     except ImportError:
         return {}
+    return {**_defaults_of(fn), **_distributed_defaults(command)}
+
+
+def _defaults_of(fn) -> dict[str, Any]:
     return {p.name: p.default for p in inspect.signature(fn).parameters.values()
             if p.default is not inspect.Parameter.empty}
+
+
+def _distributed_defaults(command: str) -> dict[str, Any]:
+    if not group_keys(command, "distributed"):
+        return {}
+    from nasjax.utils.distributed import initialize
+
+    return _defaults_of(initialize)
 
 
 def usage(command: str | None = None) -> str:
@@ -296,45 +319,192 @@ def cmd_predict(s: dict, given: set[str]) -> None:
     source = s["source"]
     if not Path(source).exists() and not set("*?[") & set(source):  # before any weights are fetched
         raise FileNotFoundError(f"source {source}: no such file or folder")
+    if _several_processes():
+        return _predict_on_processes(s, given)
     save_dir, created = _run_dir(s, "predict", claim=True)
     check_save_dir(save_dir)  # a file in the way or an earlier run there: refused before the model loads
-    options = {**_nms_options("predict", s, given),
-               **_options("predict", s, given, ("imgsz", "batch", "skip_errors", "exif_transpose", "workers"))}
+    options = _predict_options(s, given)
     # The run's files appear only when it has succeeded (nasjax/predict/save.py); an unwritable folder
     # fails here, before the model is loaded.
     with PredictionRun(save_dir, created=created) as run:
         model = _load_model(s, "detections")
+        if s["engine"] == "ray":
+            return _predict_on_ray(s, given, options, model, run)
         for result in predict(model, s["source"], dtype=_dtype(s), stream=True, **options):
             record = run.add(result, save_image=s["save"])
             print(f"{result.path or record['annotated']}: {result.summary()}")
-        path = run.finish({"model": s["model"], "random_weights": s["random_weights"],
-                           "settings": {**options, "dtype": s["dtype"]}})
+        path = run.finish(_predict_meta(s, options))
     print(f"{len(run.records)} images → {save_dir} ({'annotated images and ' if s['save'] else ''}{path.name})")
+
+
+def _ray_options(s: dict, predict_options: dict) -> dict:
+    """nasjax.ray.Predictor's keywords: `predict_options` (complete, so that engine=ray predicts exactly
+    as engine=local) without `workers` (with engine=ray the number of Ray workers), and the model as
+    the workers find it."""
+    from nasjax.ray import _for_workers
+
+    return {**{k: v for k, v in predict_options.items() if k != "workers"}, "model": _for_workers(s["model"]),
+            "pretrained": not s["random_weights"], "trusted": s["trusted"], "dtype": _dtype(s)}
+
+
+def _predict_on_ray(s: dict, given: set[str], options: dict, model, run) -> None:
+    """cmd_predict with engine=ray (nasjax/ray.py): predictions.parquet, the annotated images (save), and
+    predictions.json (save_json)."""
+    from nasjax import ray as on_ray
+    from nasjax.predict.predictor import class_names_of, list_sources
+
+    sources = [item.path for item in list_sources(s["source"])]
+    workers = s["workers"] or 1
+    defaults = _function_defaults("predict")
+    complete = {**{k: defaults[k] for k in ("imgsz", "batch_size", "conf", "iou", "max_det", "nms_top_k", "multi_label",
+                                           "agnostic", "preprocess", "resize_rounding", "exif_transpose")}, **options}
+    with on_ray.session():
+        predicted = on_ray.predict_run(
+            run, sources, _ray_options(s, complete), names=class_names_of(model), workers=workers,
+            skip_errors=bool(options.get("skip_errors")), save_json=s["save_json"], save_images=s["save"],
+            num_gpus=s["worker_gpus"],
+            echo=print, meta={"model": s["model"], "random_weights": s["random_weights"],
+                              "settings": {**options, "dtype": s["dtype"], "engine": "ray", "workers": workers}})
+    written = ("annotated images, " if s["save"] else "") + "predictions.parquet" + (
+        " and predictions.json" if s["save_json"] else "")
+    print(f"{predicted} images → {run.save_dir} ({written}; {workers} Ray worker{'s' if workers > 1 else ''})")
+
+
+def _predict_options(s: dict, given: set[str]) -> dict:
+    return {**_nms_options("predict", s, given),
+            **_options("predict", s, given, ("imgsz", "batch", "skip_errors", "exif_transpose", "workers"))}
+
+
+def _predict_meta(s: dict, options: dict) -> dict:
+    """What predictions.json says about the run, beside the images."""
+    return {"model": s["model"], "random_weights": s["random_weights"], "settings": {**options, "dtype": s["dtype"]}}
+
+
+def _check_engine(s: dict) -> None:
+    """engine=ray starts its own workers: not something each of several jax processes should do."""
+    if s.get("engine", "local") != "local" and _several_processes():
+        raise UsageError(f"engine={s['engine']} runs its own workers; with several jax processes give engine=local")
+
+
+def _predict_on_processes(s: dict, given: set[str]) -> None:
+    """cmd_predict in a multi-process run (docs/scale_out.md#multi-process-jax): each process predicts
+    its share of the images; process 0 claims the run folder, prints every image's line and writes the
+    one predictions.json, in the order and with the content a single process gives. No annotated images:
+    each process holds only its own."""
+    from nasjax.predict.save import PredictionRun, check_save_dir
+    from nasjax.utils import distributed
+
+    _check_engine(s)
+    if s["save"] and "save" in given:
+        raise UsageError("save=true: a multi-process run writes no annotated images (each process holds only its "
+                         "own images); leave save out (process 0 writes predictions.json) or run one process")
+    options = _predict_options(s, given)
+
+    def open_run() -> PredictionRun:
+        save_dir, created = _run_dir(s, "predict", claim=True)
+        check_save_dir(save_dir)
+        return PredictionRun(save_dir, created=created)
+
+    run = distributed.on_primary(open_run)  # None on the other processes; its error raised on all of them
+    with run if run is not None else contextlib.nullcontext():
+        model = _load_model(s, "detections")
+        rows = _predict_shares(model, s["source"], _dtype(s), options)
+        if run is not None:
+            for source, orig_shape, detections, summary in rows:
+                run.add_record(source, orig_shape, detections)
+                print(f"{source}: {summary}")
+        path = distributed.on_primary(lambda: run.finish(_predict_meta(s, options)))
+    if run is not None:
+        print(f"{len(run.records)} images → {run.save_dir} ({path.name}, {distributed.process_count()} processes)")
+
+
+def _predict_shares(model, source, dtype, options: dict) -> list[tuple]:
+    """Each process predicts its share of the source's images (`distributed.share` of `list_sources`);
+    every image's (source, (height, width), detections, summary) comes back on every process, in the
+    order of `list_sources` (the shares are contiguous), as one process predicts them."""
+    from nasjax.predict import predict
+    from nasjax.predict.predictor import list_sources
+    from nasjax.utils import distributed
+
+    mine = distributed.share(list_sources(source))
+
+    def predict_mine() -> list[tuple]:
+        if not mine:  # fewer images than processes
+            return []
+        return [(r.path, tuple(r.orig_shape), r.to_list(), r.summary())
+                for r in predict(model, [item.source for item in mine], dtype=dtype, stream=True, **options)]
+
+    return [row for part in distributed.allgather_call(predict_mine) for row in part]
 
 
 def cmd_val(s: dict, given: set[str]) -> None:
     from nasjax.data import load_dataset
     from nasjax.validate import validate
+    from nasjax.utils import distributed
     from nasjax.validate.predictions import write_metrics
 
+    _check_engine(s)
     # The dataset first: a missing or malformed dataset fails before any weights are fetched.
     data_options = _options("val", s, given, ("images", "download", "exif_transpose", "tfds_data_dir", "tfds_download"))
     dataset = load_dataset(s["data"], s["split"] or "val", **data_options)
     save_dir = _run_dir(s, "val")
-    # Unwritable outputs fail now, not after the whole validation has run.
-    _check_writable(save_dir / "metrics.json", *(Path(s[k]) for k in ("json", "save_predictions") if s[k] is not None))
+    # Unwritable outputs fail now, not after the whole validation has run (process 0 writes them).
+    outputs = [save_dir / "metrics.json", *(Path(s[k]) for k in ("json", "save_predictions") if s[k] is not None)]
+    distributed.on_primary(lambda: _check_writable(*outputs))
     model = None if s["predictions"] is not None else _load_model(s, "metrics")
     options = {**_nms_options("val", s, given), **data_options,
                **_options("val", s, given, ("split", "imgsz", "batch", "reference_mode", "save_predictions",
                                             "predictions", "verbose", "workers"))}
-    metrics = validate(model, dataset, dtype=_dtype(s), **options)
+    if s["engine"] == "ray":
+        metrics = _val_on_ray(s, options, model, dataset)
+    else:
+        metrics = validate(model, dataset, dtype=_dtype(s), **options)
     record = {**metrics, "model": None if s["predictions"] else s["model"], "random_weights": s["random_weights"],
               "data": s["data"], "predictions": str(s["predictions"]) if s["predictions"] else None}
-    save_dir.mkdir(parents=True, exist_ok=True)
     targets = [save_dir / "metrics.json"] + ([Path(s["json"])] if s["json"] is not None else [])
-    for target in targets:
-        write_metrics(target, record)
-    print(f"wrote metrics to {', '.join(map(str, targets))}")
+
+    def write() -> None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        for target in targets:
+            write_metrics(target, record)
+        print(f"wrote metrics to {', '.join(map(str, targets))}")
+
+    distributed.on_primary(write)
+
+
+def _val_on_ray(s: dict, options: dict, model, dataset) -> dict:
+    """cmd_val with engine=ray: the images predicted on Ray (nasjax/ray.py) into a detections file,
+    which this process scores, as `predictions=` does."""
+    import tempfile
+
+    from nasjax import ray as on_ray
+    from nasjax.validate import settings as run_settings
+    from nasjax.validate import validate
+    from nasjax.validate.validator import check_classes
+
+    if model is None:
+        raise UsageError("predictions= scores a file without running a model; engine=ray runs one: give one of them")
+    check_classes(model, dataset)
+    defaults = _function_defaults("val")
+    settings = run_settings.resolve(options.get("reference_mode", False),
+                                    **{k: options.get(k) for k in ("conf", "iou", "max_det", "nms_top_k", "multi_label",
+                                                                   "agnostic", "preprocess")})
+    predict_options = {"imgsz": options.get("imgsz", defaults["imgsz"]),
+                       "batch_size": options.get("batch_size", defaults["batch_size"]),
+                       "exif_transpose": options.get("exif_transpose", defaults["exif_transpose"]),
+                       **settings.predict_options()}
+    workers = s["workers"] or 1
+    scored = {k: v for k, v in options.items()
+              if k not in ("conf", "iou", "max_det", "nms_top_k", "multi_label", "agnostic", "preprocess", "workers")}
+    with tempfile.TemporaryDirectory(prefix="nasjax-val-") as folder:
+        detections = Path(folder) / "detections.json"
+        with on_ray.session():
+            on_ray.validation_predictions(dataset, _ray_options(s, predict_options), detections, workers=workers,
+                                          num_gpus=s["worker_gpus"])
+        metrics = validate(None, dataset, **{**scored, "predictions": detections, "reference_mode": False},
+                           settings=settings)
+    metrics["settings"].update(reference_mode=options.get("reference_mode", False), engine="ray", workers=workers)
+    return metrics
 
 
 def cmd_export(s: dict, given: set[str]) -> None:
@@ -356,9 +526,11 @@ def cmd_export(s: dict, given: set[str]) -> None:
 def cmd_train(s: dict, given: set[str]) -> None:
     from nasjax.train import train
 
-    overrides = _options("train", s, given, [k for k in command_keys()["train"][1] if k not in ("data", "model")])
+    not_config = ("data", "model", *group_keys("train", "distributed"))
+    overrides = _options("train", s, given, [k for k in command_keys()["train"][1] if k not in not_config])
     result = train(s["data"], s["model"], **overrides)
-    print(f"results: {result['project']}\nlast: {result['last']}\nbest: {result['best']}")
+    if _primary():
+        print(f"results: {result['project']}\nlast: {result['last']}\nbest: {result['best']}")
 
 
 def cmd_convert(s: dict, given: set[str]) -> None:
@@ -458,11 +630,44 @@ def run(argv: Sequence[str]) -> int:
         print(usage(command))
         return 0
     settings, given = parse(command, argv[1:])
+    _start_distributed(command, settings)
     _notes.clear()
     COMMANDS[command](settings, given)
-    for note in _notes:
-        print(note, file=sys.stderr)
+    if _primary():
+        for note in _notes:
+            print(note, file=sys.stderr)
     return 0
+
+
+def _start_distributed(command: str, s: dict) -> None:
+    """Join a multi-process run when the distributed keys ask for it: first, before anything touches a
+    device or reads data (a dataset is split by process when it is loaded)."""
+    _, keys = command_keys()[command]
+    options = {(keys[n].arg or n): s[n] for n in group_keys(command, "distributed") if s[n] is not None}
+    if options:
+        from nasjax.utils.distributed import initialize
+
+        initialize(**options)
+
+
+def _several_processes() -> bool:
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def _primary() -> bool:
+    """Whether this process prints: the only one, or process 0 of several."""
+    return not _several_processes() or sys.modules["jax"].process_index() == 0
+
+
+def _exit(code: int) -> None:
+    """Exit with `code`. A failed process of a multi-process run skips jax's exit barrier, which would
+    wait for processes still working; jax ends those when this one's heartbeats stop (the timeout)."""
+    if code and _several_processes():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -482,13 +687,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         if debug:
             raise
         print(f"{prefix}: {_one_line(error)}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
+        _exit(EXIT_USAGE)
     except Exception as error:  # noqa: BLE001 — a bug, not the user's: one line and how to see more
         if debug:
             raise
         print(f"{prefix}: {type(error).__name__}: {_one_line(error)} (an internal error; rerun with --debug "
               "for the traceback and report it)", file=sys.stderr)
-        raise SystemExit(1) from None
+        _exit(1)
     raise SystemExit(code)
 
 
