@@ -1,8 +1,8 @@
 """Ray Data's cost per image: `nasjax predict engine=ray` (nasjax.ray) beside plain `nasjax.predict` on
 the same machine, in one run, at equal resources.
 
-    python benchmarks/ray_predict.py                     # 96 generated 640x480 JPEGs, imgsz 320, workers 1 and 2
-    python benchmarks/ray_predict.py --images 256 --imgsz 640 --workers 1 2 4 --json runs/benchmarks/ray.json
+    python benchmarks/ray_predict.py                  # 128 and 1024 generated 640x480 JPEGs, imgsz 320, workers 1 and 2
+    python benchmarks/ray_predict.py --images 64 512 --imgsz 640 --workers 1 2 4 --json runs/benchmarks/ray.json
 
 Needs the `ray` extra. Deterministic random weights (`pretrained=False`): the figures are about the
 pipeline, not the detections (NMS work depends on how many boxes pass conf; random weights give the
@@ -10,13 +10,16 @@ most, so this is the heavier case). Both sides read the same JPEG files from dis
 pad, run the jitted detector with NMS on the device and map the boxes back.
 
 Equal resources: this machine's CPUs (os.sched_getaffinity) are the whole budget. Plain predict runs
-in this process on all of them (XLA's thread pool plus `workers` reading threads). Ray with W workers
+in a fresh process on all of them (XLA's thread pool plus `workers` reading threads). Ray with W workers
 starts a local cluster and gives each worker its own 1/W of the CPUs (the actor pins itself before
 JAX starts, so XLA sizes its thread pool to its share).
 
-Measured: steady-state images/s, from the first result to the last, so that neither side's one-time
-start (Ray: cluster and actors; both: loading the weights and compiling) is in it; those are reported
-apart as start_s. The overhead per image is plain_ips / ray_ips - 1 (the issue's bound: under 10 %).
+Measured: each engine runs the whole job twice, on the first N1 and on N2 of the images, from nothing
+(Ray: cluster, actors, loading the weights and compiling; plain: loading and compiling) to the last
+result. The marginal throughput (N2 - N1) / (T2 - T1) is the cost of each further image, with every
+one-time start cancelled out; the start itself is T1 - N1 / throughput. (Timing from a first result
+instead is biased for Ray, whose results arrive a call of several batches at a time.) The overhead per
+image is plain / ray - 1 (the issue's bound: under 10 %).
 """
 from __future__ import annotations
 
@@ -46,24 +49,34 @@ def make_images(folder: Path, count: int, size=(640, 480), seed: int = 0) -> lis
     return paths
 
 
-def steady(times: list[float], counts: list[int]) -> float:
-    """images/s after the first result: (images after the first batch) / (last - first)."""
-    if len(times) < 2 or times[-1] <= times[0]:
-        return float("nan")
-    return sum(counts[1:]) / (times[-1] - times[0])
+def marginal(small: dict, large: dict) -> dict:
+    """Images/s of the images beyond the first N1, and the one-time start, from two runs."""
+    rate = (large["images"] - small["images"]) / (large["total_s"] - small["total_s"])
+    return {"images_per_s": rate, "start_s": small["total_s"] - small["images"] / rate,
+            "runs": [small, large]}
 
 
 def plain_predict(paths: list[str], options: dict) -> dict:
+    """nasjax.predict over `paths` in a fresh process (in this one, a second run would reuse what the
+    first compiled and loaded, and the start would not cancel out)."""
+    import subprocess
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as job:
+        json.dump({"paths": paths, "options": options}, job)
+        job.flush()
+        done = subprocess.run([sys.executable, __file__, "--plain-child", job.name], capture_output=True, text=True,
+                              check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _plain_child(job: str) -> None:
     import nasjax
 
+    job = json.loads(Path(job).read_text())
     start = time.perf_counter()
     model = nasjax.load("yolo_nas_s", pretrained=False)
-    times, counts = [], []
-    for _ in model.predict(paths, stream=True, **options):
-        times.append(time.perf_counter())
-        counts.append(1)
-    return {"images": len(times), "start_s": times[0] - start, "total_s": times[-1] - start,
-            "images_per_s": steady(times, counts)}
+    count = sum(1 for _ in model.predict(job["paths"], stream=True, **job["options"]))
+    print(json.dumps({"images": count, "total_s": time.perf_counter() - start}))
 
 
 def _pinned_predictor(cpus: list[int], workers: int):
@@ -87,53 +100,62 @@ def _pinned_predictor(cpus: list[int], workers: int):
     return Pinned
 
 
-def ray_predict(paths: list[str], options: dict, workers: int, cpus: list[int]) -> dict:
+def ray_predict(paths: list[str], options: dict, workers: int, cpus: list[int], **ray_options) -> dict:
     from nasjax import ray as on_ray
 
     start = time.perf_counter()
-    times, counts = [], []
+    count = 0
     with on_ray.session():
-        setup = time.perf_counter() - start
         for table in on_ray.predict_files(paths, {"model": "yolo_nas_s", "pretrained": False, **options},
                                           workers=workers, predictor=_pinned_predictor(cpus, workers),
-                                          num_cpus=len(cpus) / workers):
-            times.append(time.perf_counter())
-            counts.append(table.num_rows)
+                                          num_cpus=len(cpus) / workers, **ray_options):
+            count += table.num_rows
             assert all(e is None for e in table.column("error").to_pylist())
-    return {"images": sum(counts), "cluster_start_s": setup, "start_s": times[0] - start,
-            "total_s": times[-1] - start, "images_per_s": steady(times, counts)}
+        total = time.perf_counter() - start
+    return {"images": count, "total_s": total}
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--plain-child", help=argparse.SUPPRESS)
+    parser.add_argument("--images", type=int, nargs=2, default=[128, 1024], metavar=("N1", "N2"))
     parser.add_argument("--imgsz", type=int, default=320)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batches-per-call", type=int, default=4, help="device batches per call of a Ray worker")
+    parser.add_argument("--calls-per-worker", type=int, default=2, help="calls a Ray worker runs at once")
     parser.add_argument("--source", type=Path, help="a folder of images to use instead of generated ones")
     parser.add_argument("--json", type=Path, default=Path("runs/benchmarks/ray_predict.json"))
     args = parser.parse_args(argv)
+    if args.plain_child:
+        return _plain_child(args.plain_child)
 
     cpus = sorted(os.sched_getaffinity(0))
     options = {"imgsz": args.imgsz, "batch_size": args.batch, "conf": 0.25}
+    small, large = sorted(args.images)
+    ray_options = {"batches_per_call": args.batches_per_call, "calls_per_worker": args.calls_per_worker}
     with tempfile.TemporaryDirectory() as folder:
         if args.source:
             from nasjax.predict.predictor import list_sources
 
-            paths = [item.path for item in list_sources(str(args.source))][: args.images]
+            paths = [item.path for item in list_sources(str(args.source))][:large]
         else:
-            paths = make_images(Path(folder), args.images)
+            paths = make_images(Path(folder), large)
+        small = min(small, len(paths) // 2)
         report = {"machine": {"cpus": len(cpus), "platform": platform.platform(), "python": sys.version.split()[0]},
-                  "settings": {**options, "images": len(paths)}, "runs": {}}
+                  "settings": {**options, "images": [small, len(paths)], **ray_options}, "runs": {}}
         # Ray first: its actors are separate processes, so this process's JAX start cannot help them.
         for workers in args.workers:
-            report["runs"][f"ray_{workers}"] = ray_predict(paths, options, workers, cpus)
-            print(f"ray, {workers} worker(s): {report['runs'][f'ray_{workers}']}", flush=True)
-        report["runs"]["plain"] = plain_predict(paths, options)
-        print(f"plain predict: {report['runs']['plain']}", flush=True)
+            runs = [ray_predict(paths[:n], options, workers, cpus, **ray_options) for n in (small, len(paths))]
+            report["runs"][f"ray_{workers}"] = marginal(*runs)
+            print(f"ray, {workers} worker(s): {runs}", flush=True)
+        runs = [plain_predict(paths[:n], options) for n in (small, len(paths))]
+        report["runs"]["plain"] = marginal(*runs)
+        print(f"plain predict: {runs}", flush=True)
 
     plain = report["runs"]["plain"]["images_per_s"]
-    print(f"\n{len(paths)} images {args.imgsz} px, batch {args.batch}, {len(cpus)} CPUs; steady-state images/s")
+    print(f"\n{small} and {len(paths)} images, {args.imgsz} px, batch {args.batch}, {len(cpus)} CPUs; "
+          "marginal images/s (one-time start apart)")
     print(f"{'engine':<22}{'images/s':>10}{'vs plain':>10}{'overhead/image':>16}{'start s':>9}")
     print(f"{'plain predict':<22}{plain:>10.2f}{1:>10.2f}{'':>16}{report['runs']['plain']['start_s']:>9.1f}")
     for workers in args.workers:

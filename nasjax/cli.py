@@ -341,9 +341,9 @@ def _ray_options(s: dict, predict_options: dict) -> dict:
     """nasjax.ray.Predictor's keywords: `predict_options` (complete, so that engine=ray predicts exactly
     as engine=local) without `workers` (with engine=ray the number of Ray workers), and the model as
     the workers find it."""
-    from nasjax.ray import _for_workers
+    from nasjax.ray import worker_path
 
-    return {**{k: v for k, v in predict_options.items() if k != "workers"}, "model": _for_workers(s["model"]),
+    return {**{k: v for k, v in predict_options.items() if k != "workers"}, "model": worker_path(s["model"]),
             "pretrained": not s["random_weights"], "trusted": s["trusted"], "dtype": _dtype(s)}
 
 
@@ -363,8 +363,7 @@ def _predict_on_ray(s: dict, given: set[str], options: dict, model, run) -> None
             run, sources, _ray_options(s, complete), names=class_names_of(model), workers=workers,
             skip_errors=bool(options.get("skip_errors")), save_json=s["save_json"], save_images=s["save"],
             num_gpus=s["worker_gpus"],
-            echo=print, meta={"model": s["model"], "random_weights": s["random_weights"],
-                              "settings": {**options, "dtype": s["dtype"], "engine": "ray", "workers": workers}})
+            echo=print, meta=_predict_meta(s, {**options, "engine": "ray", "workers": workers}))
     written = ("annotated images, " if s["save"] else "") + "predictions.parquet" + (
         " and predictions.json" if s["save_json"] else "")
     print(f"{predicted} images → {run.save_dir} ({written}; {workers} Ray worker{'s' if workers > 1 else ''})")

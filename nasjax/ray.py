@@ -190,8 +190,8 @@ def session(progress: bool = False):
 
 
 def predict_files(paths: Sequence[str], options: dict, *, workers: int = 1, num_gpus: float | None = None,
-                  calls_per_worker: int = 2, predictor: type = None, annotated: Sequence[str] | None = None,
-                  **ray_remote_args) -> Iterator[pa.Table]:
+                  calls_per_worker: int = 2, batches_per_call: int = 4, predictor: type = None,
+                  annotated: Sequence[str] | None = None, **ray_remote_args) -> Iterator[pa.Table]:
     """Detect objects in the image files `paths` with `workers` Predictor actors on the Ray cluster of
     this session (`session()`); yields Predictor's tables, with "index" (the position in `paths`) and
     "path" first, in the order Ray finishes them. options: Predictor's keywords (model, imgsz, conf,
@@ -201,8 +201,8 @@ def predict_files(paths: Sequence[str], options: dict, *, workers: int = 1, num_
     annotated image (the "annotated" column; a place every worker can write to).
 
     Each path comes back exactly once: Ray restarts a worker that dies and retries its batches
-    (map_batches' defaults max_restarts=-1, max_task_retries=-1), each block is one device batch so
-    that a retry repeats little, a row that comes back a second time (a retried batch whose first
+    (map_batches' defaults max_restarts=-1, max_task_retries=-1), each block is one call of a worker
+    (`batches_per_call` device batches) so that a retry repeats little, a row that comes back a second time (a retried batch whose first
     results had already arrived) is dropped, and a path missing at the end raises RuntimeError:
     nothing lost, nothing twice, never a silent gap. calls_per_worker: Ray batches an actor runs at once
     (threads), so that reading one overlaps the device work of another. num_gpus and ray_remote_args
@@ -218,9 +218,10 @@ def predict_files(paths: Sequence[str], options: dict, *, workers: int = 1, num_
             item["annotated"] = str(target)
     if not items:
         return
-    blocks = -(-len(items) // batch_size)
+    call = batch_size * int(batches_per_call)  # images per call of a worker: amortises Ray's cost per call
+    blocks = -(-len(items) // call)
     dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
-        predictor or Predictor, fn_constructor_kwargs=options, batch_size=batch_size, num_gpus=num_gpus,
+        predictor or Predictor, fn_constructor_kwargs=options, batch_size=call, num_gpus=num_gpus,
         compute=ray.data.ActorPoolStrategy(size=int(workers), max_concurrent_calls_per_actor=calls_per_worker,
                                            enable_true_multi_threading=calls_per_worker > 1),
         **ray_remote_args)
@@ -240,7 +241,7 @@ def predict_files(paths: Sequence[str], options: dict, *, workers: int = 1, num_
         raise RuntimeError(f"Ray returned no row for {int((~seen).sum())} image(s), e.g. {missing}")
 
 
-def _for_workers(path: str) -> str:
+def worker_path(path: str) -> str:
     """A path that names the same file from a worker's working folder."""
     return str(Path(path).resolve()) if Path(path).exists() else path
 
@@ -279,7 +280,7 @@ def predict_run(run, sources: Sequence[str], options: dict, *, names: dict[int, 
     writer, records, predicted = None, {}, 0
     targets = run.reserve(list(sources)) if save_images else None
     try:
-        for table in predict_files([_for_workers(p) for p in sources], options, workers=workers, num_gpus=num_gpus,
+        for table in predict_files([worker_path(p) for p in sources], options, workers=workers, num_gpus=num_gpus,
                                    annotated=None if targets is None else [str(t.resolve()) for t in targets]):
             rows = table.to_pylist()
             for row in rows:
@@ -325,7 +326,7 @@ def validation_predictions(dataset, options: dict, path, *, workers: int = 1, nu
         samples += chunk
     sources = [sample.path for sample in samples]
     found: dict[int, tuple] = {}
-    for table in predict_files([_for_workers(p) for p in sources], options, workers=workers, num_gpus=num_gpus):
+    for table in predict_files([worker_path(p) for p in sources], options, workers=workers, num_gpus=num_gpus):
         for row in table.to_pylist():
             _stopped_by(row, skip_errors=False)
             check_image_size(samples[row["index"]], (row["height"], row["width"]))

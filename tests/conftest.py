@@ -1,8 +1,10 @@
 """Shared fixtures: the committed reference outputs and, when present, ../shared."""
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +75,14 @@ def home(tmp_path, monkeypatch):
     """An empty nasjax cache (NASJAX_HOME) for the test."""
     monkeypatch.setenv("NASJAX_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """After each test file, drop what JAX compiled for it: a file compiles its own models once, and a
+    test process (pytest-xdist runs two) would otherwise hold every file's programs to the end."""
+    yield
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        jax.clear_caches()
+    gc.collect()

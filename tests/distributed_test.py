@@ -2,10 +2,10 @@
 machine, coordinator on 127.0.0.1, one CPU device each, gloo collectives. `nasjax predict` and `nasjax val`
 with 2 processes give exactly what 1 process gives (predictions.json, metrics, the detections file);
 bad settings and a missing peer end with a clear error instead of a hang; each process loads only its
-rows of a training batch. The 2-process training run against 1 process (`train` with plain SGD,
-float64 compute, the tolerance of tests/train/train_test.py's 2-device test) compiles the training step
-three times (~2-4 min on 2 cores), so it runs only with NASJAX_SLOW_DISTRIBUTED=1
-(docs/scale_out.md#multi-process-jax).
+rows of a training batch; and 2-process training equals 1-process training (`train` with plain SGD,
+float64 compute, the tolerance of tests/train/train_test.py's 2-device test; it compiles the training
+step three times, ~2.5 min on 2 cores, the longest test here: the suite runs on both cores with
+pytest-xdist, so it overlaps the others) (docs/scale_out.md#multi-process-jax).
 """
 from __future__ import annotations
 
@@ -274,8 +274,6 @@ def test_each_process_loads_only_its_rows_of_a_training_batch(tmp_path):
     assert shards[1].describe() == dataset.describe()
 
 
-@pytest.mark.skipif(os.environ.get("NASJAX_SLOW_DISTRIBUTED", "") != "1",
-                    reason="compiles the training step 3 times (minutes on 2 cores); NASJAX_SLOW_DISTRIBUTED=1 runs it")
 def test_two_process_training_equals_one_process(tmp_path):
     """`train` with 2 processes (1 device each, each loading its half of every global batch of 4) against
     1 process on the whole batch: the same losses and EMA weights (last/), to the tolerance of the 2-device

@@ -239,3 +239,25 @@ def test_a_worker_killed_mid_run_loses_and_repeats_nothing(cluster, images, expe
     assert sorted(row["index"] for row in rows) == list(range(len(paths)))
     check_rows([row for row in rows if row["index"] < len(images)], expected)
     check_rows([row for row in rows if row["index"] >= 2 * len(images)], expected)
+
+
+def test_coco128_on_two_workers_equals_predict(cluster, shared_dir, tmp_path):
+    """The issue's check on real photographs: COCO128 (from ../shared when present) through
+    `nasjax predict engine=ray workers=2` is single-process predict's output, every image once."""
+    folder = shared_dir / "assets" / "coco128" / "images" / "train2017"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent")
+    args = ["model=yolo_nas_s", "random_weights=true", "imgsz=128", "conf=0.3", "batch=8", f"source={folder}",
+            "save=false"]
+    assert cli(["predict", *args, f"save_dir={tmp_path / 'local'}"]) == 0
+    assert cli(["predict", *args, f"save_dir={tmp_path / 'ray'}", "engine=ray", "workers=2", "save_json=true"]) == 0
+    want, got = (json.loads((tmp_path / d / "predictions.json").read_text())["images"] for d in ("local", "ray"))
+    assert len(got) == 128 and len({r["source"] for r in got}) == 128
+    assert [r["source"] for r in got] == [r["source"] for r in want]
+    assert sum(len(r["detections"]) for r in got) > 0
+    for a, b in zip(got, want):
+        assert (a["width"], a["height"]) == (b["width"], b["height"])
+        assert [d["class"] for d in a["detections"]] == [d["class"] for d in b["detections"]]
+        for name, tolerance in (("box", 1e-3), ("confidence", 1e-5)):
+            values = [[list(d[name].values()) if name == "box" else d[name] for d in r["detections"]] for r in (a, b)]
+            np.testing.assert_allclose(*values, atol=tolerance, rtol=0)
