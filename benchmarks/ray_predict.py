@@ -2,6 +2,7 @@
 the same machine, in one run, at equal resources.
 
     python benchmarks/ray_predict.py                  # 128 and 1024 generated 640x480 JPEGs, imgsz 320, workers 1 and 2
+    python benchmarks/ray_predict.py --repeats 3      # each engine 3 times, interleaved: the median and the range
     python benchmarks/ray_predict.py --images 64 512 --imgsz 640 --workers 1 2 4 --json runs/benchmarks/ray.json
 
 Needs the `ray` extra. Deterministic random weights (`pretrained=False`): the figures are about the
@@ -124,6 +125,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batches-per-call", type=int, default=4, help="device batches per call of a Ray worker")
     parser.add_argument("--calls-per-worker", type=int, default=2, help="calls a Ray worker runs at once")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure every engine this many times, interleaved; the median rate is reported")
     parser.add_argument("--source", type=Path, help="a folder of images to use instead of generated ones")
     parser.add_argument("--json", type=Path, default=Path("runs/benchmarks/ray_predict.json"))
     args = parser.parse_args(argv)
@@ -143,26 +146,37 @@ def main(argv=None) -> dict:
             paths = make_images(Path(folder), large)
         small = min(small, len(paths) // 2)
         report = {"machine": {"cpus": len(cpus), "platform": platform.platform(), "python": sys.version.split()[0]},
-                  "settings": {**options, "images": [small, len(paths)], **ray_options}, "runs": {}}
-        # Ray first: its actors are separate processes, so this process's JAX start cannot help them.
-        for workers in args.workers:
-            runs = [ray_predict(paths[:n], options, workers, cpus, **ray_options) for n in (small, len(paths))]
-            report["runs"][f"ray_{workers}"] = marginal(*runs)
-            print(f"ray, {workers} worker(s): {runs}", flush=True)
-        runs = [plain_predict(paths[:n], options) for n in (small, len(paths))]
-        report["runs"]["plain"] = marginal(*runs)
-        print(f"plain predict: {runs}", flush=True)
+                  "settings": {**options, "images": [small, len(paths)], **ray_options, "repeats": args.repeats},
+                  "runs": {}}
+        measured = {}
+        for _ in range(args.repeats):  # interleaved, so that a slow spell of the machine hits every engine
+            for workers in args.workers:
+                runs = [ray_predict(paths[:n], options, workers, cpus, **ray_options) for n in (small, len(paths))]
+                measured.setdefault(f"ray_{workers}", []).append(marginal(*runs))
+                print(f"ray, {workers} worker(s): {runs}", flush=True)
+            runs = [plain_predict(paths[:n], options) for n in (small, len(paths))]
+            measured.setdefault("plain", []).append(marginal(*runs))
+            print(f"plain predict: {runs}", flush=True)
+        for name, results in measured.items():
+            rates = sorted(r["images_per_s"] for r in results)
+            median = sorted(results, key=lambda r: r["images_per_s"])[len(results) // 2]
+            report["runs"][name] = {**median, "rates": rates, "all": results}
 
     plain = report["runs"]["plain"]["images_per_s"]
     print(f"\n{small} and {len(paths)} images, {args.imgsz} px, batch {args.batch}, {len(cpus)} CPUs; "
-          "marginal images/s (one-time start apart)")
-    print(f"{'engine':<22}{'images/s':>10}{'vs plain':>10}{'overhead/image':>16}{'start s':>9}")
-    print(f"{'plain predict':<22}{plain:>10.2f}{1:>10.2f}{'':>16}{report['runs']['plain']['start_s']:>9.1f}")
+          f"marginal images/s (one-time start apart), median of {args.repeats}")
+    print(f"{'engine':<22}{'images/s':>10}{'range':>16}{'vs plain':>10}{'overhead/image':>16}{'start s':>9}")
+
+    def spread(run) -> str:
+        return f"{run['rates'][0]:.1f}-{run['rates'][-1]:.1f}"
+
+    run = report["runs"]["plain"]
+    print(f"{'plain predict':<22}{plain:>10.2f}{spread(run):>16}{1:>10.2f}{'':>16}{run['start_s']:>9.1f}")
     for workers in args.workers:
         run = report["runs"][f"ray_{workers}"]
         ratio = run["images_per_s"] / plain
         run["ratio_to_plain"], run["overhead_per_image"] = ratio, 1 / ratio - 1
-        print(f"{f'ray, {workers} worker(s)':<22}{run['images_per_s']:>10.2f}{ratio:>10.2f}"
+        print(f"{f'ray, {workers} worker(s)':<22}{run['images_per_s']:>10.2f}{spread(run):>16}{ratio:>10.2f}"
               f"{run['overhead_per_image']:>15.1%}{run['start_s']:>9.1f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")
