@@ -24,10 +24,10 @@ from PIL import Image
 from nasjax import cli
 from nasjax.utils import distributed
 from nasjax.utils.distributed import DistributedSettingsError, check_settings
+from synthetic import draw_boxes
 
 REPO = Path(__file__).resolve().parents[1]
 IMGSZ = 64
-COLOURS = [(230, 40, 40), (40, 60, 230)]
 
 # One process of a run: initialises from its command lines (the distributed keys) and runs them in turn,
 # as `nasjax ...` would, so that predict and val share one start. {"train": {...}} runs nasjax.train.train
@@ -119,14 +119,7 @@ def make_dataset(root: Path, n: int = 5) -> Path:
     (root / "labels/val").mkdir(parents=True)
     for i in range(n):
         image = np.full((64, 40 + 8 * i, 3), 128, np.uint8)
-        height, width = image.shape[:2]
-        rows = []
-        for _ in range(rng.integers(1, 3)):
-            cls = int(rng.integers(0, 2))
-            w, h = rng.integers(10, 30, 2)
-            x0, y0 = rng.integers(0, width - w), rng.integers(0, height - h)
-            image[y0:y0 + h, x0:x0 + w] = COLOURS[cls]
-            rows.append(f"{cls} {(x0 + w / 2) / width:.6f} {(y0 + h / 2) / height:.6f} {w / width:.6f} {h / height:.6f}")
+        rows = [f"{cls} {x:.6f} {y:.6f} {w:.6f} {h:.6f}" for cls, x, y, w, h in draw_boxes(image, rng)]
         Image.fromarray(image).save(root / "images/val" / f"{i}.png")
         (root / "labels/val" / f"{i}.txt").write_text("\n".join(rows) + "\n")
     from nasjax.weights.coco import COCO_CLASS_NAMES

@@ -19,11 +19,11 @@ from PIL import Image
 
 import nasjax
 import torch_files
+from synthetic import draw_boxes
 from nasjax.data import DatasetError
 from nasjax.data import Augmentation, Loader, load_split
 from nasjax.train import TrainingError, train
 
-COLOURS = [(230, 40, 40), (40, 60, 230)]
 
 
 def make_dataset(root: Path, n: int = 8, size: int = 64, seed: int = 0, labels: bool = True,
@@ -34,14 +34,8 @@ def make_dataset(root: Path, n: int = 8, size: int = 64, seed: int = 0, labels: 
         (root / "labels" / split).mkdir(parents=True)
         for i in range(n if split == "train" else 4):
             image = np.full((size, size, 3), 128, np.uint8)
-            rows = []
-            for _ in range(rng.integers(1, 3)):
-                cls = int(rng.integers(0, 2))
-                w, h = rng.integers(12, 30, 2)
-                x0, y0 = rng.integers(0, size - w), rng.integers(0, size - h)
-                image[y0:y0 + h, x0:x0 + w] = COLOURS[cls]
-                rows.append(f"{5 if bad_class else cls} {(x0 + w / 2) / size:.6f} {(y0 + h / 2) / size:.6f} "
-                            f"{w / size:.6f} {h / size:.6f}")
+            rows = [f"{5 if bad_class else cls} {x:.6f} {y:.6f} {w:.6f} {h:.6f}"
+                    for cls, x, y, w, h in draw_boxes(image, rng, sides=(12, 30))]
             Image.fromarray(image).save(root / "images" / split / f"{i}.png")
             if labels:
                 (root / "labels" / split / f"{i}.txt").write_text("\n".join(rows) + "\n")
