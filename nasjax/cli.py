@@ -338,9 +338,8 @@ def cmd_predict(s: dict, given: set[str]) -> None:
 
 
 def _ray_options(s: dict, predict_options: dict) -> dict:
-    """nasjax.ray.Predictor's keywords: `predict_options` (complete, so that engine=ray predicts exactly
-    as engine=local) without `workers` (with engine=ray the number of Ray workers), and the model as
-    the workers find it."""
+    """nasjax.ray.Predictor's keywords: `predict_options` without `workers` (with engine=ray the number
+    of Ray workers), and the model as the workers find it."""
     from nasjax.ray import worker_path
 
     return {**{k: v for k, v in predict_options.items() if k != "workers"}, "model": worker_path(s["model"]),
@@ -355,12 +354,9 @@ def _predict_on_ray(s: dict, given: set[str], options: dict, model, run) -> None
 
     sources = [item.path for item in list_sources(s["source"])]
     workers = s["workers"] or 1
-    defaults = _function_defaults("predict")
-    complete = {**{k: defaults[k] for k in ("imgsz", "batch_size", "conf", "iou", "max_det", "nms_top_k", "multi_label",
-                                           "agnostic", "preprocess", "resize_rounding", "exif_transpose")}, **options}
-    with on_ray.session():
+    with on_ray.session():  # Predictor's defaults are predict()'s: the given options are the whole difference
         predicted = on_ray.predict_run(
-            run, sources, _ray_options(s, complete), names=class_names_of(model), workers=workers,
+            run, sources, _ray_options(s, options), names=class_names_of(model), workers=workers,
             skip_errors=bool(options.get("skip_errors")), save_json=s["save_json"], save_images=s["save"],
             num_gpus=s["worker_gpus"],
             echo=print, meta=_predict_meta(s, {**options, "engine": "ray", "workers": workers}))
