@@ -126,12 +126,12 @@ def test_source_errors(detector, tmp_path):
     with pytest.raises(ValueError, match="empty source"):
         detector.predict([])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no images in directory"):
+    with pytest.raises(ValueError, match="no images or videos in directory .*empty; nasjax reads images .*videos"):
         detector.predict(tmp_path / "empty")
-    with pytest.raises(ValueError, match="no image files match"):
+    with pytest.raises(ValueError, match="no image or video files match"):
         detector.predict(str(tmp_path / "*.jpg"))
     with pytest.raises(TypeError, match="unsupported source"):
-        detector.predict(42)
+        detector.predict(4.2)
     with pytest.raises(ValueError, match="multiple of 32"):
         detector.predict(small_images()[0], imgsz=300)
     with pytest.raises(ValueError, match="batch_size"):
