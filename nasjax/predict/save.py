@@ -1,4 +1,10 @@
-"""Writing a prediction run folder (annotated images and predictions.json) as one unit.
+"""Writing a prediction run folder (annotated images and videos, labels/, crops/ and predictions.json)
+as one unit, in Ultralytics' layout:
+
+    runs/detect/predict/bus.jpg, clip.mp4          annotated copies (a video: H.264 at the source rate)
+    runs/detect/predict/labels/bus.txt, clip_1.txt save_txt: YOLO lines (a video: one file per frame, from 1)
+    runs/detect/predict/crops/person/bus.jpg       save_crop: each detection's crop, by class name
+    runs/detect/predict/predictions.json           every image and frame, with its detections
 
 A run's files only appear in the folder when the whole run has succeeded: everything is written into a
 hidden staging folder inside it first, then predictions.json is hard-linked into place (which fails if
@@ -11,6 +17,7 @@ yields `Results`, this module only stores them.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -25,6 +32,31 @@ PARQUET_FILE = "predictions.parquet"  # engine=ray (nasjax/ray.py)
 RUN_FILES = (PREDICTIONS_FILE, PARQUET_FILE)  # a folder holding one of these holds a finished run
 # PIL writes these formats; an annotated copy of anything else is written as .png.
 WRITABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclasses.dataclass(frozen=True)
+class SaveOptions:
+    """What a run writes besides predictions.json (the `nasjax predict` keys of the same names)."""
+
+    save: bool = True  # annotated images and videos
+    save_txt: bool = False  # labels/<name>.txt (a video: labels/<name>_<k>.txt for its k-th predicted frame)
+    save_conf: bool = False  # with save_txt: the confidence after the box
+    save_crop: bool = False  # crops/<class name>/<name>.jpg
+    line_width: int | None = None  # box line width of the annotated copies (default: from the image size)
+    show_labels: bool = True  # draw 'name 0.87' labels
+    show_conf: bool = True  # draw the confidence in the labels
+
+    def plot_options(self) -> dict:
+        return {"line_width": self.line_width, "labels": self.show_labels, "conf": self.show_conf}
+
+
+class _Video:
+    """One video's outputs in a run: its name, its writer (when saving) and how many frames it has had."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.writer = None
+        self.frames = 0
 
 
 class SaveDirError(ValueError):
@@ -67,12 +99,20 @@ class PredictionRun:
         self.records: list[dict] = []
         self._used: set[str] = set()
         self._images: list[str] = []  # staged files, moved into place by finish
+        self._videos: dict = {}  # VideoInfo → _Video
         self._finished = False
 
     def __enter__(self) -> "PredictionRun":
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
+        if not self._finished:
+            for video in self._videos.values():  # stop the encoder threads; the files are discarded below
+                if video.writer is not None:
+                    try:
+                        video.writer.close()
+                    except Exception:  # noqa: BLE001 — already failing: the first error is the one reported
+                        pass
         shutil.rmtree(self._staging, ignore_errors=True)
         if not self._finished and self._created:
             try:
@@ -91,18 +131,60 @@ class PredictionRun:
         self._used.add(name.lower())
         return name
 
-    def add(self, result: Results, save_image: bool = True) -> dict:
-        """Stage one result: its annotated image (when save_image) and its record."""
+    def add(self, result: Results, save_image: bool | None = None, options: SaveOptions | None = None) -> dict:
+        """Stage one result (an image, or a video frame): its annotated copy, label file and crops as
+        `options` say (save_image overrides options.save), and its record."""
+        options = options or SaveOptions()
+        if save_image is not None:
+            options = dataclasses.replace(options, save=save_image)
+        if result.video is not None:
+            return self._add_frame(result, options)
         name = self._name(result.path, len(self.records))
-        if save_image:
+        if options.save:
             staged = self._staging / name
             try:
-                result.save(staged)
+                result.save(staged, **options.plot_options())
             except OSError as error:
                 raise _about(error, self.save_dir / name) from None
             self._images.append(name)
+        self._save_labels(result, Path(name).stem, options)
         h, w = result.orig_shape
-        return self.add_record(result.path, (h, w), result.to_list(), name if save_image else None)
+        return self.add_record(result.path, (h, w), result.to_list(), name if options.save else None)
+
+    def _add_frame(self, result: Results, options: SaveOptions) -> dict:
+        from nasjax.predict.video import VideoWriter
+
+        video = self._videos.get(result.video)
+        if video is None:
+            stem = Path(self._name(result.path or f"video{result.video.index}", len(self.records))).stem
+            video = self._videos[result.video] = _Video(stem + ".mp4")
+        video.frames += 1
+        if options.save:
+            if video.writer is None:
+                h, w = result.orig_shape
+                try:
+                    video.writer = VideoWriter(self._staging / video.name, result.video.output_fps, w, h)
+                except OSError as error:
+                    raise _about(error, self.save_dir / video.name) from None
+                self._images.append(video.name)
+            video.writer.write(result.plot(**options.plot_options()))
+        self._save_labels(result, f"{Path(video.name).stem}_{video.frames}", options)
+        h, w = result.orig_shape
+        record = self.add_record(result.path, (h, w), result.to_list(), video.name if options.save else None)
+        record.update(frame=int(result.frame), timestamp=round(float(result.timestamp), 6))
+        if result.boxes.id is not None:
+            for detection, track_id in zip(record["detections"], result.boxes.id):
+                detection["track_id"] = int(track_id)
+        return record
+
+    def _save_labels(self, result: Results, base: str, options: SaveOptions) -> None:
+        try:
+            if options.save_txt:
+                result.save_txt(self._staging / "labels" / f"{base}.txt", save_conf=options.save_conf)
+            if options.save_crop:
+                result.save_crop(self._staging / "crops", file_name=f"{base}.jpg")
+        except OSError as error:
+            raise _about(error, self.save_dir / "labels") from None
 
     def add_record(self, source: str | None, orig_shape: tuple[int, int], detections: list[dict],
                    annotated: str | None = None) -> dict:
@@ -125,8 +207,16 @@ class PredictionRun:
         return self._staging / name
 
     def finish(self, meta: dict, json_file: bool = True) -> Path:
-        """Write predictions.json ({**meta, "images": records}) and move the run's files into place; the
-        path of the file that marks the run (predictions.json, or without json_file the first staged)."""
+        """Finish the videos, write predictions.json ({**meta, "images": records}) and move the run's files
+        into place; the path of the file that marks the run (predictions.json, or without json_file the
+        first staged)."""
+        for video in self._videos.values():
+            if video.writer is not None:
+                writer, video.writer = video.writer, None
+                try:
+                    writer.close()
+                except Exception as error:  # noqa: BLE001 — the encoder's error, about the user's file
+                    raise OSError(errno.EIO, f"cannot write the video: {error}", str(self.save_dir / video.name)) from None
         names = list(self._images)
         if json_file:
             try:
@@ -135,13 +225,18 @@ class PredictionRun:
                 raise _about(error, self.save_dir / PREDICTIONS_FILE) from None
             names.insert(0, PREDICTIONS_FILE)
         # The run files are hard-linked (atomic: fails if another run got there first), the rest renamed.
-        for name in [n for n in names if n in RUN_FILES] or names[:1]:
+        marker = [n for n in names if n in RUN_FILES] or names[:1]
+        if not marker:  # nothing but labels / crops
+            marker = sorted(str(f.relative_to(self._staging)) for f in self._staging.rglob("*") if f.is_file())[:1]
+        for name in marker:
             self._link(self._staging / name, self.save_dir / name)
-        for name in names:
-            if (self._staging / name).exists():  # reserved images of skipped sources were never written
-                os.replace(self._staging / name, self.save_dir / name)
+        # Then everything else staged: the images and videos, labels/ and crops/.
+        for staged in sorted(f for f in self._staging.rglob("*") if f.is_file()):
+            target = self.save_dir / staged.relative_to(self._staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
         self._finished = True
-        return self.save_dir / names[0]
+        return self.save_dir / (marker[0] if marker else PREDICTIONS_FILE)
 
     @staticmethod
     def _link(staged: Path, target: Path) -> None:

@@ -13,13 +13,12 @@ metrics JSON. The real package is imported for its metrics only:
 from __future__ import annotations
 
 import json
-import os
-import warnings
 
 import numpy as np
 import pytest
 from conftest import REPO, _load_by_path
 from ultralytics_cases import crowded_cases
+from ultralytics_package import import_ultralytics
 
 from nasjax.validate import ultralytics_metrics as um
 
@@ -28,34 +27,11 @@ NAMES = {k: f"class{k}" for k in range(8)}
 
 @pytest.fixture(scope="module")
 def ultralytics(tmp_path_factory):
-    """The real package, or a skip saying how to install it. Importing it patches PIL.Image.open and
-    torch.save, sets environment variables and warning filters, process-wide: all undone here, so that
-    the other tests run as without it. Its settings file goes to a temporary folder; it stays offline."""
-    import PIL.Image
+    """The real package (tests/ultralytics_package.py) and the parts of it compared here."""
+    ultralytics, torch = import_ultralytics(tmp_path_factory.mktemp("ultralytics_config"))
+    from ultralytics.models.yolo.detect.val import DetectionValidator
+    from ultralytics.utils import metrics
 
-    saved_open, saved_env = PIL.Image.open, dict(os.environ)
-    torch = None
-    with warnings.catch_warnings():
-        try:
-            os.environ["YOLO_CONFIG_DIR"] = str(tmp_path_factory.mktemp("ultralytics_config"))
-            os.environ["YOLO_OFFLINE"] = "1"
-            try:
-                import torch
-
-                saved_save = torch.save
-                import ultralytics
-                from ultralytics.models.yolo.detect.val import DetectionValidator
-                from ultralytics.utils import metrics
-            except ImportError as e:
-                pytest.skip(f"the comparison with Ultralytics needs the ultralytics package ({e}): pip install "
-                            f"--no-deps ultralytics=={um.ULTRALYTICS_VERSION} torchvision==0.28.0 "
-                            "opencv-python-headless")
-        finally:
-            PIL.Image.open = saved_open
-            if torch is not None:
-                torch.save = saved_save
-            os.environ.clear()
-            os.environ.update(saved_env)
     return ultralytics, DetectionValidator, metrics, torch
 
 
