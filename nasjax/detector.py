@@ -26,6 +26,22 @@ class PipelineMethods:
         self.check_predict_options(options)
         return predict(self, source, **options)
 
+    def track(self, source, tracker="bytetrack", persist: bool = False, **options):
+        """Detect and track objects through video frames (or a sequence of images): `Results` with
+        `boxes.id`, IDs from 1, one tracker per video. tracker: a name ("bytetrack", "botsort", "ocsort",
+        "sort", ...), a YAML file or a dict (nasjax.predict.track). persist=True keeps the trackers on
+        this model between calls (for calling it frame by frame, as Ultralytics' model.track); False
+        starts fresh. conf defaults to 0.1; other options: `nasjax.predict.predict`."""
+        from nasjax.predict.track import Tracking, track
+
+        self.check_predict_options(options)
+        tracking = getattr(self, "_tracking", None) if persist else None
+        if tracking is None or tracking.tracker_option != tracker:
+            tracking = Tracking(tracker)
+        if persist:
+            self._tracking = tracking
+        return track(self, source, persist=tracking, **options)
+
     def check_predict_options(self, options: dict) -> None:
         """Options a model fixes (an exported runner: its size and dtype); the JAX network fixes none."""
 
