@@ -108,12 +108,22 @@ def _convert(key: Key, text: str, command: str):
             if text.lower() in _FALSE:
                 return False
             raise ValueError
-        value = {"int": int, "float": float, "path": Path, "str": str}[key.type](text)
+        value = {"int": int, "float": float, "path": Path, "str": str, "ints": _ints}[key.type](text)
     except ValueError:
-        raise UsageError(f"{where}: expected {'true or false' if key.type == 'bool' else 'a number' if key.type in ('int', 'float') else key.type}") from None
+        expected = {"bool": "true or false", "int": "a number", "float": "a number",
+                    "ints": "integers separated by commas, e.g. 0,2"}.get(key.type, key.type)
+        raise UsageError(f"{where}: expected {expected}") from None
     if key.choices and value not in key.choices:
         raise UsageError(f"{where}: expected one of {', '.join(map(str, key.choices))}")
     return value
+
+
+def _ints(text: str) -> list[int]:
+    """'0,2', '[0, 2]' or '0' → [0, 2] / [0]."""
+    parts = [part.strip() for part in text.strip().strip("[]()").split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise ValueError(text)
+    return [int(part) for part in parts]
 
 
 def _lookup(keys: dict[str, Key], name: str, command: str) -> Key:
@@ -194,8 +204,14 @@ def _is_number(text: str) -> bool:
 def _function_defaults(command: str) -> dict[str, Any]:
     """The defaults of the Python function behind a command, by keyword (for --help)."""
     try:
-        if command == "predict":
-            from nasjax.predict import predict as fn
+        if command in ("predict", "track"):
+            from nasjax.predict import predict
+            from nasjax.predict.save import SaveOptions
+            from nasjax.predict.track import track
+
+            saving = {f.name: f.default for f in dataclasses.fields(SaveOptions)}
+            return {**_defaults_of(predict), **saving, **(_defaults_of(track) if command == "track" else {}),
+                    **_distributed_defaults(command)}
         elif command == "val":
             from nasjax.validate import validate as fn
         elif command == "export":
@@ -236,7 +252,7 @@ def usage(command: str | None = None) -> str:
     lines = [f"usage: nasjax {command} key=value ...", "", text, "", "settings:"]
     for k in keys.values():
         default = k.default if k.has_default else defaults.get(k.arg or k.name)
-        if k.name == "batch" and command in ("predict", "val"):
+        if k.name == "batch" and command in ("predict", "val", "track"):
             default = defaults.get("batch_size")
         shown = "" if default is None else f" (default {default})"
         choices = f" [{'|'.join(k.choices)}]" if k.choices else ""
@@ -314,27 +330,75 @@ def _nms_options(command: str, s: dict, given: set[str]) -> dict:
 
 def cmd_predict(s: dict, given: set[str]) -> None:
     from nasjax.predict import predict
-    from nasjax.predict.save import PredictionRun, check_save_dir
 
-    source = s["source"]
-    if not Path(source).exists() and not set("*?[") & set(source):  # before any weights are fetched
-        raise FileNotFoundError(f"source {source}: no such file or folder")
+    _check_source(s["source"])
     if _several_processes():
         return _predict_on_processes(s, given)
-    save_dir, created = _run_dir(s, "predict", claim=True)
+    _write_run(s, given, "predict", lambda model, options: predict(model, s["source"], dtype=_dtype(s), stream=True,
+                                                                   **options))
+
+
+def cmd_track(s: dict, given: set[str]) -> None:
+    from nasjax.predict.track import track
+
+    _check_source(s["source"])
+    options = _options("track", s, given, ("tracker",))
+    _write_run(s, given, "track", lambda model, predict_options: track(
+        model, s["source"], dtype=_dtype(s), stream=True, **predict_options, **options))
+
+
+def _check_source(source: str) -> None:
+    """A missing file is reported before any weights are fetched (URLs and webcam numbers are opened later)."""
+    from nasjax.predict.video import is_stream_url
+
+    if source.isdigit() or is_stream_url(source):
+        return
+    if not Path(source).exists() and not set("*?[") & set(source):
+        raise FileNotFoundError(f"source {source}: no such file or folder")
+
+
+def _write_run(s: dict, given: set[str], command: str, results) -> None:
+    """predict / track in this process: every Results into the run folder (nasjax/predict/save.py), one
+    line printed per image or frame. Ctrl-C on a live source (a webcam, a stream) ends the run with its
+    outputs finished, as the source's end would."""
+    from nasjax.predict.predictor import is_live, list_sources
+    from nasjax.predict.save import PredictionRun, SaveOptions, check_save_dir
+    from nasjax.predict.video import VideoOptions
+
+    options = _predict_options(command, s, given)
+    VideoOptions(**{name: options[key] for key, name in (("vid_stride", "vid_stride"), ("stream_buffer", "stream_buffer"),
+                    ("stream_timeout", "timeout"), ("reconnects", "reconnects")) if key in options})  # checked now
+    save_dir, created = _run_dir(s, command, claim=True)
     check_save_dir(save_dir)  # a file in the way or an earlier run there: refused before the model loads
-    options = _predict_options(s, given)
+    saving = SaveOptions(**{k: s[k] for k in ("save", *_SAVE_KEYS) if k == "save" or k in given})
     # The run's files appear only when it has succeeded (nasjax/predict/save.py); an unwritable folder
     # fails here, before the model is loaded.
     with PredictionRun(save_dir, created=created) as run:
         model = _load_model(s, "detections")
-        if s["engine"] == "ray":
+        if s.get("engine", "local") == "ray":
             return _predict_on_ray(s, given, options, model, run)
-        for result in predict(model, s["source"], dtype=_dtype(s), stream=True, **options):
-            record = run.add(result, save_image=s["save"])
-            print(f"{result.path or record['annotated']}: {result.summary()}")
+        live = any(is_live(item) for item in list_sources(s["source"]))
+        try:
+            for result in results(model, options):
+                record = run.add(result, options=saving)
+                where = result.path or record["annotated"]
+                if result.frame is not None:
+                    where = f"{where} frame {result.frame}"
+                print(f"{where}: {result.summary()}")
+        except KeyboardInterrupt:
+            if not live:
+                raise
+            print(f"nasjax {command}: stopped (Ctrl-C); finishing the outputs", file=sys.stderr)
         path = run.finish(_predict_meta(s, options))
-    print(f"{len(run.records)} images → {save_dir} ({'annotated images and ' if s['save'] else ''}{path.name})")
+    frames = sum(1 for record in run.records if "frame" in record)
+    counted = ", ".join(f"{n} {what}{'s' if n != 1 else ''}" for n, what in
+                        ((len(run.records) - frames, "image"), (frames, "video frame")) if n or not frames)
+    written = [w for w, on in (("annotated copies", saving.save), ("labels", saving.save_txt),
+                               ("crops", saving.save_crop)) if on]
+    print(f"{counted} → {save_dir} ({', '.join(written + [path.name])})")
+
+
+_SAVE_KEYS = ("save_txt", "save_conf", "save_crop", "line_width", "show_labels", "show_conf")
 
 
 def _ray_options(s: dict, predict_options: dict) -> dict:
@@ -350,9 +414,12 @@ def _predict_on_ray(s: dict, given: set[str], options: dict, model, run) -> None
     """cmd_predict with engine=ray (nasjax/ray.py): predictions.parquet, the annotated images (save), and
     predictions.json (save_json)."""
     from nasjax import ray as on_ray
-    from nasjax.predict.predictor import class_names_of, list_sources
+    from nasjax.predict.predictor import class_names_of, is_video, list_sources
 
-    sources = [item.path for item in list_sources(s["source"])]
+    items = list_sources(s["source"])
+    if any(is_video(item) for item in items):
+        raise UsageError("engine=ray predicts image files; run videos, webcams and streams with engine=local")
+    sources = [item.path for item in items]
     workers = s["workers"] or 1
     with on_ray.session():  # Predictor's defaults are predict()'s: the given options are the whole difference
         predicted = on_ray.predict_run(
@@ -365,9 +432,10 @@ def _predict_on_ray(s: dict, given: set[str], options: dict, model, run) -> None
     print(f"{predicted} images → {run.save_dir} ({written}; {workers} Ray worker{'s' if workers > 1 else ''})")
 
 
-def _predict_options(s: dict, given: set[str]) -> dict:
-    return {**_nms_options("predict", s, given),
-            **_options("predict", s, given, ("imgsz", "batch", "skip_errors", "exif_transpose", "workers"))}
+def _predict_options(command: str, s: dict, given: set[str]) -> dict:
+    return {**_nms_options(command, s, given),
+            **_options(command, s, given, ("imgsz", "batch", "skip_errors", "exif_transpose", "workers", "classes",
+                                           "vid_stride", "stream_buffer", "stream_timeout", "reconnects"))}
 
 
 def _predict_meta(s: dict, options: dict) -> dict:
@@ -393,7 +461,7 @@ def _predict_on_processes(s: dict, given: set[str]) -> None:
     if s["save"] and "save" in given:
         raise UsageError("save=true: a multi-process run writes no annotated images (each process holds only its "
                          "own images); leave save out (process 0 writes predictions.json) or run one process")
-    options = _predict_options(s, given)
+    options = _predict_options("predict", s, given)
 
     def open_run() -> PredictionRun:
         save_dir, created = _run_dir(s, "predict", claim=True)
@@ -418,10 +486,13 @@ def _predict_shares(model, source, dtype, options: dict) -> list[tuple]:
     every image's (source, (height, width), detections, summary) comes back on every process, in the
     order of `list_sources` (the shares are contiguous), as one process predicts them."""
     from nasjax.predict import predict
-    from nasjax.predict.predictor import list_sources
+    from nasjax.predict.predictor import is_video, list_sources
     from nasjax.utils import distributed
 
-    mine = distributed.share(list_sources(source))
+    items = list_sources(source)
+    if any(is_video(item) for item in items):
+        raise UsageError("a multi-process run predicts image files; run videos, webcams and streams in one process")
+    mine = distributed.share(items)
 
     def predict_mine() -> list[tuple]:
         if not mine:  # fewer images than processes
@@ -550,7 +621,7 @@ def cmd_info(s: dict, given: set[str]) -> None:
 
 
 COMMANDS: dict[str, Callable[[dict, set], None]] = {
-    "predict": cmd_predict, "val": cmd_val, "export": cmd_export, "train": cmd_train, "convert": cmd_convert,
+    "predict": cmd_predict, "track": cmd_track, "val": cmd_val, "export": cmd_export, "train": cmd_train, "convert": cmd_convert,
     "info": cmd_info,
 }
 
