@@ -276,6 +276,15 @@ def test_an_mp4_cut_before_its_index_cannot_be_opened(tmp_path):
     assert detector.images == 0
 
 
+def test_skip_errors_skips_a_video_that_cannot_be_opened(tmp_path):
+    write_clip(tmp_path / "a.mp4", frames=5)
+    (tmp_path / "b.mp4").write_bytes(b"\x00garbage, not a video" * 200)
+    write_clip(tmp_path / "c.mp4", frames=4)
+    with pytest.warns(UserWarning, match=r"skipped .*b\.mp4"):
+        results = fake_predict(tmp_path, skip_errors=True)
+    assert [(Path(r.path).name, r.frame) for r in results] == [("a.mp4", k) for k in range(5)] + [("c.mp4", k) for k in range(4)]
+
+
 def corrupt_mp4(tmp_path, intact: Path) -> Path:
     data = bytearray(intact.read_bytes())
     middle = len(data) // 2
