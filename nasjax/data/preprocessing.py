@@ -15,7 +15,8 @@ The resize is OpenCV's `cv2.resize(..., INTER_LINEAR)` on uint8, reproduced bit 
 half-pixel centres, 11-bit fixed-point weights (rounded to nearest even), an integer horizontal pass,
 then the vertical pass with the rounding of OpenCV's SIMD kernel, ((S0 >> 4) * b0 >> 16) +
 ((S1 >> 4) * b1 >> 16) + 2 >> 2. Checked against cv2 5.0 (tests/reference/predict_reference.npz);
-OpenCV itself is not needed.
+OpenCV itself is not needed, but where it imports (the video extra brings it) its resize is used:
+the same pixels (tested against the same reference), 40-70x faster, which matters for video frames.
 
 Reading (`load_image`) follows super-gradients too: files are opened with PIL and converted to RGB;
 arrays are taken as RGB. Conversion rules, per PIL mode:
@@ -187,8 +188,37 @@ def _linear_taps(src: int, dst: int, clamp: bool) -> tuple[np.ndarray, np.ndarra
     return s, w0, w1
 
 
+def _opencv_resize():
+    """cv2.resize when OpenCV imports (not a dependency of nasjax itself), else None; decided once."""
+    global _cv2_resize
+    if _cv2_resize is _UNSET:
+        try:
+            import cv2
+
+            _cv2_resize = cv2.resize if hasattr(cv2, "INTER_LINEAR") else None
+        except (ImportError, OSError):  # absent, or opencv-python without the system's libGL
+            _cv2_resize = None
+    return _cv2_resize
+
+
+_UNSET = object()
+_cv2_resize = _UNSET
+
+
 def resize_linear(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """`cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)` for (H, W, C) uint8.
+    """`cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)` for (H, W, C) uint8: OpenCV's
+    own where it imports, else the same in numpy (`resize_linear_numpy`)."""
+    resize = _opencv_resize()
+    if resize is None or image.ndim != 3 or image.dtype != np.uint8 or image.shape[2] not in (1, 3, 4):
+        return resize_linear_numpy(image, height, width)
+    if image.shape[:2] == (height, width):
+        return image.copy()
+    out = resize(np.ascontiguousarray(image), (int(width), int(height)), interpolation=1)  # cv2.INTER_LINEAR
+    return out.reshape(height, width, image.shape[2])
+
+
+def resize_linear_numpy(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)` for (H, W, C) uint8, in numpy.
 
     OpenCV switches an exact 2x downscale to its INTER_AREA fast path; that 2x2 average,
     (a + b + c + d + 2) >> 2, is what the formula below gives there too (weights 1024 / 1024)."""

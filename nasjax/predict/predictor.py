@@ -386,6 +386,16 @@ def _run(detector, items, *, settings: NMSSettings, batch_size, preprocess, imgs
                 warnings.warn(f"skipped {e if item.path else f'{item.label}: {e}'}", stacklevel=4)
         return prepared
 
+    live = any(is_live(item) for item in items)
+
+    def device_batch(n: int) -> int:
+        """The compiled batch a call of n images runs at: batch_size; with a live source, whose batches
+        are cut short so as not to wait for frames, the next power of two (at most log2(batch_size) + 1
+        shapes, compiled as they are first met), as on a CPU a padded row costs as much as a real one."""
+        if not live or n >= batch_size:
+            return batch_size
+        return min(batch_size, max(detector.batch_size_for(1 << (n - 1).bit_length()), n))
+
     has_video = any(is_video(item) for item in items)
     total = None if has_video else len(items)
     bar = progress_bar(progress, total, "predict", unit="frame" if has_video else "image",
@@ -404,7 +414,7 @@ def _run(detector, items, *, settings: NMSSettings, batch_size, preprocess, imgs
             following = next(chunks, None)
             pending = submit(following or [])
             if prepared:
-                batch = padded_batch([p.network_input for p in prepared], batch_size, imgsz)
+                batch = padded_batch([p.network_input for p in prepared], device_batch(len(prepared)), imgsz)
                 start = time.perf_counter()
                 detections = detector.detect_batch(batch, settings, dtype)
                 if timings is not None:

@@ -88,6 +88,7 @@ class FakeDetector:
     def __init__(self, delay: float = 0.0):
         self.delay = delay
         self.images = 0
+        self.batches: list[int] = []  # the batch size of every call
 
     def batch_size_for(self, requested: int) -> int:
         return requested
@@ -96,6 +97,7 @@ class FakeDetector:
         time.sleep(self.delay)
         b = len(images)
         self.images += b
+        self.batches.append(b)
         boxes = np.tile(np.array([[[4.0, 4.0, 40.0, 40.0]]], np.float32), (b, 1, 1))
         scores = images.reshape(b, -1).astype(np.float64).mean(1).astype(np.float32)[:, None] / 255
         return Detections(boxes, scores, np.zeros((b, 1), np.int32), np.ones(b, np.int32))
@@ -474,6 +476,22 @@ def test_a_live_stream_without_buffer_keeps_the_newest_frame_for_a_slow_consumer
                                stream_timeout=2))
     frames = [r.frame for r in results]
     assert 0 < len(frames) < 25 and frames == sorted(set(frames)), frames
+
+
+def test_short_batches_of_a_live_source_run_at_a_power_of_two(tmp_path):
+    """A live source's batches are cut short rather than wait for frames; each runs at the next power of
+    two, not padded to batch_size (a padded row costs a real one's compute on a CPU). Files keep the one
+    compiled shape."""
+    data = ts_clip(tmp_path, "live.ts", frames=30)
+    with http_server(serving({"/live": data})) as base, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        detector = FakeDetector(delay=0.01)
+        results = list(predict(detector, f"{base}/live", imgsz=IMGSZ, batch_size=8, stream=True, reconnects=0,
+                               stream_timeout=2))
+    assert results and set(detector.batches) <= {1, 2, 4, 8} and min(detector.batches) < 8, detector.batches
+    detector = FakeDetector()
+    predict(detector, write_clip(tmp_path / "file.mp4", frames=11), imgsz=IMGSZ, batch_size=8)
+    assert detector.batches == [8, 8]
 
 
 # --- webcams -----------------------------------------------------------------------------------------
