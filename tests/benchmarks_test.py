@@ -50,3 +50,20 @@ def test_over_budget_measurements_are_listed_as_skipped(tmp_path):
                                "--torch", "off", "--budget-s", "0", "--json", str(tmp_path / "a.json")])
     assert report["results"] == [] and len(report["skipped"]) == 2
     assert "Skipped (over --budget-s): 2" in accelerator.table(report)
+
+
+def test_video_benchmark_prints_its_table_at_a_tiny_size(tmp_path, capsys):
+    """benchmarks/video.py stays runnable: an 8-frame clip at imgsz 64, one compiled batch size; the
+    modern-yolonas rows run too when that package and torch import (else they are reported missing)."""
+    spec = importlib.util.spec_from_file_location("video_benchmark", REPO / "benchmarks" / "video.py")
+    video = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(video)
+    report = video.main(["--imgsz", "64", "--frames", "8", "--batch", "1", "--json", str(tmp_path / "v.json")])
+    out = capsys.readouterr().out
+    assert "| row | frames/s | range | vs PyTorch port | vs port fused | vs nasjax image loop |" in out
+    assert "| nasjax video, batch 1 |" in out and "| nasjax image loop, per frame |" in out
+    assert "| nasjax video + write, batch 1 |" in out
+    assert json.loads((tmp_path / "v.json").read_text())["settings"]["frames"] == 8
+    assert all(r["frames_per_s"] > 0 for r in report["rows"].values())
+    if "torch_unavailable" not in report:
+        assert "| modern-yolonas detect_video |" in out and "| modern-yolonas detect_video, fused |" in out
