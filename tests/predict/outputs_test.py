@@ -243,3 +243,10 @@ def test_bad_video_settings_are_one_line(media, tmp_path, capsys, argv, fragment
     err = one_line_error(capsys, ["predict", *(f"{k}={v}" for k, v in base.items())])
     assert fragment in err
     assert not (tmp_path / "predict").exists()  # nothing left behind
+
+
+def test_track_help_shows_track_defaults(capsys):
+    assert run(["track", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "conf=float (default 0.1)" in out and "tracker=str (default bytetrack)" in out
+    assert "vid_stride=int (default 1)" in out and "save_txt=bool (default False)" in out
