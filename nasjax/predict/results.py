@@ -148,7 +148,9 @@ class Results:
     @classmethod
     def from_supervision(cls, detections, orig_img: np.ndarray, names: Mapping[int, str],
                          path: str | None = None) -> "Results":
-        """Results of a `supervision.Detections` made on `orig_img` ((H, W, 3) uint8 RGB)."""
+        """Results of a `supervision.Detections` made on `orig_img` ((H, W, 3) uint8 RGB). For a video
+        frame, `result.with_boxes(Boxes.from_supervision(detections, result.orig_shape))` keeps its frame,
+        time and video."""
         return cls(orig_img, Boxes.from_supervision(detections, orig_img.shape[:2]), names, path)
 
     def __len__(self) -> int:
