@@ -212,6 +212,12 @@ def _function_defaults(command: str) -> dict[str, Any]:
             saving = {f.name: f.default for f in dataclasses.fields(SaveOptions)}
             return {**_defaults_of(predict), **saving, **(_defaults_of(track) if command == "track" else {}),
                     **_distributed_defaults(command)}
+        elif command == "serve":
+            from nasjax.serve.app import ServeConfig
+            from nasjax.serve.batcher import BatcherConfig
+
+            defaults = {f.name: f.default for c in (BatcherConfig, ServeConfig) for f in dataclasses.fields(c)}
+            return {**defaults, "max_body_mb": ServeConfig.max_body_bytes / 2**20}
         elif command == "val":
             from nasjax.validate import validate as fn
         elif command == "export":
@@ -503,6 +509,44 @@ def _predict_shares(model, source, dtype, options: dict) -> list[tuple]:
     return [row for part in distributed.allgather_call(predict_mine) for row in part]
 
 
+def cmd_serve(s: dict, given: set[str]) -> None:
+    """nasjax serve: every model of model=a,b loaded, then uvicorn until SIGTERM / Ctrl-C
+    (nasjax/serve, docs/serving.md)."""
+    from nasjax.serve.app import ServeConfig
+    from nasjax.serve.batcher import BatcherConfig
+    from nasjax.serve.server import serve
+
+    names = [name.strip() for name in s["model"].split(",") if name.strip()]
+    if not names or len(set(names)) != len(names):
+        raise UsageError(f"model={s['model']}: give one or more distinct models separated by commas")
+    batcher = _options("serve", s, given, ("batch", "max_wait_ms", "max_queue", "preprocess"))
+    if "imgsz" in given:
+        batcher["imgsz"] = tuple(s["imgsz"])
+    config = ServeConfig(batcher=BatcherConfig(**batcher, dtype=_dtype(s)),
+                         **_options("serve", s, given, ("request_timeout", "workers")),
+                         **({"max_body_bytes": int(s["max_body_mb"] * 2**20)} if "max_body_mb" in given else {}))
+    from nasjax.serve.server import bind
+
+    bind(s["host"], s["port"]).close()  # a taken port is reported before any model is loaded
+    if s["engine"] == "ray":  # the same app as Ray Serve replicas (nasjax/serve/ray_serve.py)
+        from nasjax.serve.ray_serve import run
+
+        gpus = s["worker_gpus"]
+        return run(names, config=config, pretrained=not s["random_weights"], trusted=s["trusted"], host=s["host"],
+                   port=s["port"], num_replicas=s["replicas"] or 1,
+                   ray_actor_options={"num_gpus": gpus} if gpus else None)
+    if "replicas" in given:
+        raise UsageError("replicas= is the number of Ray Serve replicas: give engine=ray with it")
+    models = {name: _load_model({**s, "model": name}, "detections") for name in names}
+    for note in _notes:
+        print(note, file=sys.stderr)
+    _notes.clear()
+    try:
+        serve(models, config, s["host"], s["port"])
+    except KeyboardInterrupt:
+        pass
+
+
 def cmd_val(s: dict, given: set[str]) -> None:
     from nasjax.data import load_dataset
     from nasjax.validate import validate
@@ -621,7 +665,7 @@ def cmd_info(s: dict, given: set[str]) -> None:
 
 
 COMMANDS: dict[str, Callable[[dict, set], None]] = {
-    "predict": cmd_predict, "track": cmd_track, "val": cmd_val, "export": cmd_export, "train": cmd_train, "convert": cmd_convert,
+    "predict": cmd_predict, "track": cmd_track, "serve": cmd_serve, "val": cmd_val, "export": cmd_export, "train": cmd_train, "convert": cmd_convert,
     "info": cmd_info,
 }
 

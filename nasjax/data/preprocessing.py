@@ -62,6 +62,10 @@ class ImageLoadError(ValueError):
     """An image source that cannot be read or understood; the message names it."""
 
 
+class ImageTooLargeError(ImageLoadError):
+    """An image over the pixel limit (nasjax's or Pillow's), refused from its header before decoding."""
+
+
 def to_rgb_uint8(image: Image.Image) -> np.ndarray:
     """A PIL image as (H, W, 3) uint8 RGB, by the rules in the module docstring."""
     if image.mode in _SIXTEEN_BIT_MODES:
@@ -81,7 +85,7 @@ def check_image_size(path, size: tuple[int, int]) -> None:
     limit = limits.max_image_pixels()
     w, h = size
     if limit is not None and w * h > limit:
-        raise ImageLoadError(
+        raise ImageTooLargeError(
             f"{path}: the image is {w}x{h} = {w * h:,} pixels, over nasjax's limit of {limit:,} pixels per image "
             f"(at least {w * h * 3 / 2**30:.1f} GiB decoded); downscale it, or raise the limit with "
             f"${limits.MAX_IMAGE_PIXELS_ENV}=<pixels> (0: no limit)")
@@ -106,11 +110,11 @@ def read_image_file(file, label, exif_transpose: bool = False) -> np.ndarray:
             image.load()
             return load_image(image, exif_transpose)
     except ImageLoadError as e:
-        raise ImageLoadError(e if str(label) in str(e) else f"{label}: {e}") from e
+        raise type(e)(e if str(label) in str(e) else f"{label}: {e}") from e
     except (FileNotFoundError, IsADirectoryError):
         raise
     except Image.DecompressionBombError as e:
-        raise ImageLoadError(f"cannot read image {label}: {e} Pillow refuses it; to read it anyway raise "
+        raise ImageTooLargeError(f"cannot read image {label}: {e} Pillow refuses it; to read it anyway raise "
                              f"PIL.Image.MAX_IMAGE_PIXELS and ${limits.MAX_IMAGE_PIXELS_ENV}") from e
     except MemoryError:
         raise ImageLoadError(f"cannot read image {label}: out of memory while decoding it") from None
