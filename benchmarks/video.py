@@ -383,13 +383,17 @@ def main(argv=None) -> dict:
         report["rows"] = measure(rows, clip, warmup_clip, args.frames, args.repeats)
         # Other processes on these CPUs skew every row; the load average says whether there were any.
         report["machine"]["load_average"] = {"before": load_before, "after": os.getloadavg()}
-    text = table(report)
+    return publish(report, table(report), args.json)
+
+
+def publish(report: dict, text: str, path: Path | None) -> dict:
+    """Print the table, keep it in the report, and write the report as JSON to `path` (if given)."""
     report["table"] = text
     print("\n" + text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
-        print(f"wrote {args.json}")
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {path}")
     return report
 
 

@@ -67,3 +67,22 @@ def test_video_benchmark_prints_its_table_at_a_tiny_size(tmp_path, capsys):
     assert all(r["frames_per_s"] > 0 for r in report["rows"].values())
     if "torch_unavailable" not in report:
         assert "| modern-yolonas detect_video |" in out and "| modern-yolonas detect_video, fused |" in out
+
+
+def test_serve_benchmark_prints_its_table_at_a_tiny_size(tmp_path, capsys):
+    """benchmarks/serve.py stays runnable: `nasjax serve` in a subprocess at imgsz 64 (batch sizes 1 and
+    2 compiled) against offline predict, at concurrency 1 and 8. The modern-yolonas server is left out
+    (--torch off): on a CPU its calls at this size cost seconds each, too slow for a smoke test."""
+    spec = importlib.util.spec_from_file_location("serve_benchmark", REPO / "benchmarks" / "serve.py")
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+    report = serve.main(["--imgsz", "64", "--images", "2", "--requests", "8", "--concurrency", "1", "8",
+                         "--batch", "2", "--torch", "off", "--json", str(tmp_path / "s.json")])
+    out = capsys.readouterr().out
+    assert "| row | req/s | range | p50 ms | p99 ms | errors | vs offline | vs port server |" in out
+    assert "| offline predict, batch 2 |" in out
+    assert "| nasjax serve, concurrency 1 |" in out and "| nasjax serve, concurrency 8 |" in out
+    assert json.loads((tmp_path / "s.json").read_text())["settings"]["requests"] == 8
+    for name, row in report["rows"].items():
+        assert row["req_per_s"] > 0 and not row["errors"], (name, row)
+        assert row["answered"] == 8
