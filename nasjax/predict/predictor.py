@@ -425,7 +425,7 @@ def _run(detector, items, *, settings: NMSSettings, batch_size, preprocess, imgs
                     start = time.perf_counter()
                     boxes = Boxes(*detections_in_original(detections, i, p.transform), p.image.shape[:2])
                     if keep is not None:
-                        boxes = boxes[np.isin(boxes.cls, list(keep))]
+                        boxes = boxes.of_classes(keep)
                     result = Results(p.image, boxes, names, p.item.path, frame=p.item.frame,
                                      timestamp=p.item.timestamp, video=p.item.video)
                     if timings is not None:

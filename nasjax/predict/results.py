@@ -88,6 +88,10 @@ class Boxes:
         return Boxes(self.xyxy[index], self.conf[index], self.cls[index], self.orig_shape,
                      None if self.id is None else self.id[index])
 
+    def of_classes(self, classes) -> "Boxes":
+        """The boxes whose class is in `classes` (predict's and the server's `classes` filter)."""
+        return self[np.isin(self.cls, list(classes))]
+
     @classmethod
     def from_supervision(cls, detections, orig_shape: tuple[int, int]) -> "Boxes":
         """Boxes from a `supervision.Detections` (confidence 1 where it has none, tracker_id as `id`)."""

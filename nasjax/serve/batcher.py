@@ -234,6 +234,6 @@ class Batcher:
             if p.settings.max_det is not None:
                 boxes = boxes[: p.settings.max_det]
             if p.settings.classes is not None:
-                boxes = boxes[np.isin(boxes.cls, list(p.settings.classes))]
+                boxes = boxes.of_classes(p.settings.classes)
             if p.future.set_running_or_notify_cancel():
                 p.future.set_result(Results(p.image, boxes, self.names, p.path))

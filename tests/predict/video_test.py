@@ -465,15 +465,21 @@ def test_an_empty_streams_file_is_an_error(tmp_path):
         fake_predict(streams)
 
 
+def predict_live(tmp_path, detector, frames: int, batch_size: int) -> list:
+    """`detector`'s results over a TS clip of `frames` served whole at a URL without a video extension
+    (a live source: newest frame only), read once (reconnects=0)."""
+    data = ts_clip(tmp_path, "live.ts", frames=frames)
+    with http_server(serving({"/live": data})) as base, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return list(predict(detector, f"{base}/live", imgsz=IMGSZ, batch_size=batch_size, stream=True,
+                            reconnects=0, stream_timeout=2))
+
+
 def test_a_live_stream_without_buffer_keeps_the_newest_frame_for_a_slow_consumer(tmp_path):
     """The whole clip arrives at once; the model takes 0.1 s a frame: only a few frames are predicted,
     in order, each the newest at the time (real time, as Ultralytics)."""
-    data = ts_clip(tmp_path, "live.ts", frames=50)
-    with http_server(serving({"/live": data})) as base, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        detector = FakeDetector(delay=0.1)
-        results = list(predict(detector, f"{base}/live", imgsz=IMGSZ, batch_size=1, stream=True, reconnects=0,
-                               stream_timeout=2))
+    detector = FakeDetector(delay=0.1)
+    results = predict_live(tmp_path, detector, frames=50, batch_size=1)
     frames = [r.frame for r in results]
     assert 0 < len(frames) < 25 and frames == sorted(set(frames)), frames
 
@@ -482,12 +488,8 @@ def test_short_batches_of_a_live_source_run_at_a_power_of_two(tmp_path):
     """A live source's batches are cut short rather than wait for frames; each runs at the next power of
     two, not padded to batch_size (a padded row costs a real one's compute on a CPU). Files keep the one
     compiled shape."""
-    data = ts_clip(tmp_path, "live.ts", frames=30)
-    with http_server(serving({"/live": data})) as base, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        detector = FakeDetector(delay=0.01)
-        results = list(predict(detector, f"{base}/live", imgsz=IMGSZ, batch_size=8, stream=True, reconnects=0,
-                               stream_timeout=2))
+    detector = FakeDetector(delay=0.01)
+    results = predict_live(tmp_path, detector, frames=30, batch_size=8)
     assert results and set(detector.batches) <= {1, 2, 4, 8} and min(detector.batches) < 8, detector.batches
     detector = FakeDetector()
     predict(detector, write_clip(tmp_path / "file.mp4", frames=11), imgsz=IMGSZ, batch_size=8)
