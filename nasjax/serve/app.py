@@ -32,7 +32,6 @@ import os
 import threading
 import time
 
-import numpy as np
 
 from nasjax.data import preprocessing
 from nasjax.model.nms import NMSSettings
