@@ -27,7 +27,6 @@ import errno
 import functools
 import importlib.resources
 import inspect
-import json
 import os
 import sys
 from pathlib import Path

@@ -32,7 +32,6 @@ import os
 import threading
 import time
 
-
 from nasjax.data import preprocessing
 from nasjax.model.nms import NMSSettings
 from nasjax.serve.batcher import Batcher, BatcherConfig, Closed, QueueFull, RequestSettings
