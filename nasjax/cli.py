@@ -619,12 +619,14 @@ def _val_on_ray(s: dict, options: dict, model, dataset) -> dict:
 def cmd_export(s: dict, given: set[str]) -> None:
     from nasjax.export import export
     from nasjax.export.metadata import metadata_path, nms_model_path
-    from nasjax.export.options import check_options, default_output
+    from nasjax.export.options import check_options, check_output, default_output
 
     options = _options("export", s, given, ("imgsz", "batch", "int8", "half", "data", "calib_images", "int8_tail",
-                                            "nms", "conf", "iou", "max_det", "preprocess"))
+                                            "nms", "conf", "iou", "max_det", "preprocess", "target"))
     export_format = s["format"] or "tflite"
     checked = check_options(export_format, **options)  # bad options fail before the model loads
+    if s["output"] is not None:
+        check_output(s["output"], checked)
     model = _load_model(s, "detections")
     output = s["output"] if s["output"] is not None else default_output(model, checked)
     path = export(model, export_format, output, verbose=True, **options)

@@ -54,6 +54,7 @@ class PipelineMethods:
         `nasjax.validate.validate` (conf 0.001, iou 0.7, max_det 300, imgsz 640, batch_size 8, ...)."""
         from nasjax.validate import validate
 
+        self.check_predict_options(options)  # an exported model: imgsz defaults to (and must be) its size
         return validate(self, data, **options)
 
 
@@ -83,7 +84,9 @@ class Detector(PipelineMethods, Network):
 
     def export(self, format: str = "tflite", output=None, **options):
         """Export to a TFLite file ("tflite": float32, half=True float16, int8=True with data=... calibration
-        images) or a TensorFlow SavedModel ("saved_model", symbolic batch); returns the path written.
+        images), a TensorFlow SavedModel ("saved_model"), an ONNX file ("onnx": float32 or half=True) or an
+        OpenVINO directory ("openvino": float32, half=True, int8=True with data=...); the last three
+        have a symbolic batch and, with nms=True, NMS in the graph. Returns the path written.
         Options and defaults: `nasjax.export.export`. Run the result with `nasjax.load(path)`."""
         from nasjax.export import export
 

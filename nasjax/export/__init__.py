@@ -1,5 +1,5 @@
-"""Export: SavedModel and TFLite through jax2tf, and the runners that `nasjax.load` gives for an
-exported file. `exporter.py` runs the stages (options, versions, graph, tflite, metadata: one module
+"""Export: SavedModel and TFLite through jax2tf, ONNX through jax2onnx (and OpenVINO from that ONNX),
+and the runners that `nasjax.load` gives for an exported file. `exporter.py` runs the stages (options, versions, graph, tflite, metadata: one module
 each); `runners.py` runs the files. docs/export.md holds the measured facts behind each choice."""
 from nasjax.export.exporter import export
 from nasjax.export.metadata import metadata_path, nms_model_path

@@ -1,4 +1,5 @@
-"""Export a model to a TensorFlow SavedModel or a TFLite flatbuffer: `export()` runs the stages.
+"""Export a model to a TensorFlow SavedModel, a TFLite flatbuffer, an ONNX file or an OpenVINO model:
+`export()` runs the stages.
 
     nasjax.export.export(model, format="saved_model", output="yolo_nas_s_saved_model")
     nasjax export --model yolo_nas_s --format tflite --int8 --data coco128/images --output s_int8.tflite
@@ -10,7 +11,10 @@ One job per module (docs/export.md explains each choice):
     graph.py      jax2tf of the network and the NMS, SavedModel writing (#route, #stablehlo, #batch)
     tflite.py     TFLite conversion: float16 (#float16), INT8 calibration (#int8); TFLite metadata
     metadata.py   the export JSON, output names and paths the runners read (#metadata, #output-names)
-    runners.py    what `nasjax.load` gives for an exported file
+    onnx_graph.py jax2onnx of the network, ONNX Runtime's graph clean-up, float16 (#onnx)
+    onnx_nms.py   NMS at the end of the ONNX graph in ONNX's NonMaxSuppression (#onnx-nms)
+    openvino.py   the ONNX graph in OpenVINO, INT8 by NNCF; its runner (#openvino)
+    runners.py    what `nasjax.load` gives for an exported file (onnx_runners.py: ONNX Runtime)
 
 What each format holds (all take NHWC RGB images; inputs and outputs are named):
 
@@ -27,10 +31,16 @@ What each format holds (all take NHWC RGB images; inputs and outputs are named):
   "graph" quantizes the tail too (#host-tail).
 * NMS for TFLite (`nms=True`): a separate float32 `<name>_nms.tflite` with inputs `boxes`, `scores`,
   `conf`, `iou`; never inside the INT8 graph (#nms).
+* ONNX (float32, or float16 arithmetic with `half=True`): input `images` (B, 3, H, W) float32 in
+  [0, 1], NCHW, with a symbolic batch (or `batch=`); outputs `boxes`, `scores`, and with `nms=True` the
+  four detection_* outputs from ONNX's NonMaxSuppression with the same decisions as nasjax's NMS.
+* OpenVINO: the same graph as OpenVINO IR (`model.xml`, `model.bin` in a directory), float32, float16
+  weights or INT8 quantized by NNCF on calibration images (`int8=True`, `data=`).
 
-Beside every export a JSON (`<name>.json` beside a .tflite, `nasjax.json` inside a SavedModel
-directory) records the class names, input size, pre-processing, input encoding, outputs, quantization
-and NMS settings; TFLite files carry the same JSON as a `nasjax` metadata entry (#metadata).
+Beside every export a JSON (`<name>.json` beside a .tflite or .onnx, `nasjax.json` inside a SavedModel or
+OpenVINO directory) records the class names, input size, pre-processing, input encoding, outputs, quantization
+and NMS settings; TFLite files carry the same JSON as a `nasjax` metadata entry, ONNX files as a `nasjax` metadata_props
+entry (#metadata).
 
 Files are replaced as a unit, so that a failure (a full or read-only disk, a directory in the way)
 leaves the earlier export working: a SavedModel directory is staged beside its target and renamed over
@@ -80,28 +90,33 @@ def export(
     multi_label: bool = True,
     agnostic: bool = False,
     preprocess: str = "centre_pad",
+    target: str | None = None,
     verbose: bool = False,
 ) -> Path:
     """Export `detector` (a `Detector` or `nasjax.model.core.Network`); returns the path of the model
     written (a .tflite file or a SavedModel folder).
 
-    format: "tflite" or "saved_model". output: default `<variant>_<float32|float16|int8>.tflite` or
-        `<variant>_saved_model` in the working directory.
+    format: "tflite", "saved_model", "onnx" or "openvino". output: default (in the working directory)
+        `<variant>_<float32|float16|int8>.tflite`, `<variant>_saved_model`, `<variant>_<float32|float16>.onnx`
+        or `<variant>_<float32|float16|int8>_openvino_model`; its directory must exist.
     imgsz: square input side, a multiple of 32 (default: the model's 640).
-    batch: TFLite: the fixed batch (default 1); SavedModel: None (default) for a symbolic batch.
-    int8: full-integer TFLite with uint8 input, calibrated on `data` (a folder of images, a dataset
-        YAML, a list of files) with at most `calib_images` images. int8_tail: "host" or "graph"
-        (docs/export.md#host-tail). half: float16 weights.
-    nms: SavedModel: NMS inside the graph (conf, iou, top_k, max_det, multi_label, agnostic baked in);
-        TFLite: a separate float32 `<name>_nms.tflite`.
+    batch: TFLite: the fixed batch (default 1); the others: None (default) for a symbolic batch.
+    int8: full-integer TFLite with uint8 input, or OpenVINO quantized by NNCF, calibrated on `data` (a
+        folder of images, a dataset YAML, a list of files) with at most `calib_images` images.
+        int8_tail (TFLite): "host" or "graph" (docs/export.md#host-tail). half: float16 weights (ONNX:
+        float16 arithmetic too, float32 input and outputs).
+    nms: SavedModel, ONNX, OpenVINO: NMS inside the graph (conf, iou, top_k, max_det, multi_label,
+        agnostic baked in); TFLite: a separate float32 `<name>_nms.tflite`.
     preprocess: the pre-processing the model is meant for (recorded; calibration images use it).
+    target: "frigate" (ONNX): uint8 BGR input and super-gradients' flat detections, as Frigate NVR's
+        yolonas model type reads them (docs/export.md#frigate); NMS inside, batch 1.
     Every option is checked before any work: bad ones raise `ExportError`; so does a jax that cannot
     export this graph (docs/export.md#versions), and a missing TensorFlow raises `ExportDependencyError`.
     """
     options = check_options(
         format, imgsz=detector.preprocessing.input_size if imgsz is None else imgsz, batch=batch, int8=int8, half=half,
         data=data, calib_images=calib_images, int8_tail=int8_tail, nms=nms, conf=conf, iou=iou, top_k=top_k,
-        max_det=max_det, multi_label=multi_label, agnostic=agnostic, preprocess=preprocess,
+        max_det=max_det, multi_label=multi_label, agnostic=agnostic, preprocess=preprocess, target=target,
     )
     output = Path(output) if output is not None else default_output(detector, options)
     _check_output(output, options)
@@ -115,6 +130,8 @@ def _log(verbose: bool, message: str) -> None:
 
 def _export(detector, options: ExportOptions, output: Path, verbose: bool = False) -> Path:
     """The work, on checked options: versions, graph, conversion, metadata, files (written atomically)."""
+    if options.format in ("onnx", "openvino"):
+        return _export_onnx(detector, options, output, verbose)
     verified = versions.check_versions(uses_top_k=options.nms is not None,
                                        symbolic_batch=options.format == "saved_model" and options.batch is None)
     start = time.perf_counter()
@@ -143,6 +160,51 @@ def _export(detector, options: ExportOptions, output: Path, verbose: bool = Fals
     with _writing(output):
         _replace_files({output: model, metadata_path(output): text.encode(), **files})
     _log(verbose, f"wrote {output} ({len(model) / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s")
+    return output
+
+
+def onnx_model(detector, options: ExportOptions, outputs: dict[str, list]):
+    """The ONNX ModelProto of an ONNX or OpenVINO export: the network (onnx_graph.py), the NMS with
+    options.nms (onnx_nms.py), the export JSON in its metadata_props (docs/export.md#onnx)."""
+    from nasjax.export import onnx_graph, onnx_nms
+
+    model = onnx_graph.convert_network(detector, options)
+    if options.nms:
+        anchors = model.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+        model = onnx_nms.append_nms(model, options.nms, anchors, detector.num_classes)
+    if options.target == "frigate":
+        from nasjax.export import frigate
+
+        model = frigate.wrap(model)
+    info = build_metadata(detector, options, outputs, None)
+    onnx_graph.set_metadata(model, onnx_graph.metadata_entries(info))
+    return model, info
+
+
+def _export_onnx(detector, options: ExportOptions, output: Path, verbose: bool) -> Path:
+    """A .onnx file (+ its JSON beside it), or an OpenVINO directory converted from the same graph."""
+    from nasjax.export import onnx_graph
+
+    if options.format == "openvino":
+        from nasjax.export import openvino
+
+        openvino.check_dependencies(options)  # before the trace
+    start = time.perf_counter()
+    outputs = metadata.output_shapes(detector, options)
+    model, info = onnx_model(detector, options, outputs)
+    _log(verbose, f"traced and converted to ONNX in {time.perf_counter() - start:.1f} s")
+    text = json.dumps(info, indent=1) + "\n"
+    if options.format == "openvino":
+        from nasjax.export import openvino
+
+        with _writing(output), replace_directory(output) as staging:
+            openvino.save(model, options, detector.preprocessing, staging, verbose=verbose)
+            (staging / SAVED_MODEL_METADATA_FILE).write_text(text)
+    else:
+        data = onnx_graph.serialized(model)
+        with _writing(output):
+            _replace_files({output: data, metadata_path(output): text.encode()})
+    _log(verbose, f"wrote {output} in {time.perf_counter() - start:.1f} s")
     return output
 
 

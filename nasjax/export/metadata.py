@@ -13,14 +13,19 @@ from nasjax.export.options import ExportOptions
 
 METADATA_FORMAT = "nasjax-export"
 METADATA_VERSION = 1
-TFLITE_METADATA_NAME = "nasjax"  # the TFLite metadata entry holding the JSON
-SAVED_MODEL_METADATA_FILE = "nasjax.json"
+TFLITE_METADATA_NAME = "nasjax"  # the TFLite metadata entry (and ONNX metadata_props key) holding the JSON
+SAVED_MODEL_METADATA_FILE = "nasjax.json"  # in a SavedModel or OpenVINO export directory
+OPENVINO_MODEL_FILE = "model.xml"  # an OpenVINO export directory's IR (with model.bin)
 SIGNATURE = "serving_default"
 INPUT_NAME = "images"
 # docs/export.md#output-names: outputs are read by name, never by index.
 HOST_TAIL_OUTPUTS = ("reg_distri", "cls_logits")
 DECODED_OUTPUTS = ("boxes", "scores")
 DETECTION_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+# Formats whose graph ends in NMS with nms=True (TFLite writes a separate NMS file), and those whose input
+# is channels-first (ONNX consumers expect NCHW; docs/export.md#onnx).
+GRAPH_NMS_FORMATS = ("saved_model", "onnx", "openvino")
+NCHW_FORMATS = ("onnx", "openvino")
 
 
 class ExportedModelError(ValueError):
@@ -29,10 +34,11 @@ class ExportedModelError(ValueError):
 
 
 def metadata_path(model_path: str | os.PathLike) -> Path:
-    """Where the JSON of an exported model lives: `<dir>/nasjax.json` for a SavedModel directory,
-    `<name>.json` beside a .tflite file."""
+    """Where the JSON of an exported model lives: `<dir>/nasjax.json` for a SavedModel or OpenVINO
+    directory, `<name>.json` beside a .tflite or .onnx file (an ONNX file also holds it in its
+    `metadata_props`)."""
     path = Path(model_path)
-    if path.suffix.lower() == ".tflite":
+    if path.suffix.lower() in (".tflite", ".onnx"):
         return path.with_suffix(".json")
     return path / SAVED_MODEL_METADATA_FILE
 
@@ -59,7 +65,11 @@ def output_shapes(detector, options: ExportOptions) -> dict[str, list]:
         outputs = {"reg_distri": [b, n, r], "cls_logits": [b, n, c]}
     else:
         outputs = {"boxes": [b, n, 4], "scores": [b, n, c]}
-    if options.nms and options.format == "saved_model":
+    if options.target == "frigate":
+        from nasjax.export.frigate import FLAT_COLUMNS, FLAT_OUTPUT
+
+        return {FLAT_OUTPUT: [None, len(FLAT_COLUMNS)]}
+    if options.nms and options.format in GRAPH_NMS_FORMATS:
         outputs.update(detection_shapes(b, options.nms.max_det))
     return outputs
 
@@ -73,6 +83,8 @@ def build_metadata(detector, options: ExportOptions, outputs: dict[str, list], n
     names = class_names_of(detector)
     s = options.imgsz
     int8 = options.int8
+    uint8_in = int8 or options.target == "frigate"  # pixels 0..255 in
+    nchw = options.format in NCHW_FORMATS
     return {
         "format": METADATA_FORMAT,
         "format_version": METADATA_VERSION,
@@ -86,13 +98,14 @@ def build_metadata(detector, options: ExportOptions, outputs: dict[str, list], n
         "quantization": options.quantization,
         "input": {
             "name": INPUT_NAME,
-            "shape": [options.batch, s, s, 3],
-            "layout": "NHWC",
-            "channels": "RGB",
-            "dtype": "uint8" if int8 else "float32",
-            "values": "pixels 0..255" if int8 else "pixels / 255, in [0, 1]",
+            "shape": [options.batch, 3, s, s] if nchw else [options.batch, s, s, 3],
+            "layout": "NCHW" if nchw else "NHWC",
+            "channels": "BGR" if options.target == "frigate" else "RGB",
+            "dtype": "uint8" if uint8_in else "float32",
+            "values": "pixels 0..255" if uint8_in else "pixels / 255, in [0, 1]",
         },
         "outputs": outputs,
+        "target": options.target,
         "int8_tail": options.int8_tail if int8 else None,
         "reg_max": config.reg_max,
         "strides": list(config.strides),
@@ -102,7 +115,7 @@ def build_metadata(detector, options: ExportOptions, outputs: dict[str, list], n
             "resize_longest_side": s - (weights.input_size - weights.resize_longest_side),
             "pad_value": weights.pad_value,
             "interpolation": "bilinear (cv2 INTER_LINEAR)",
-            "scale": "1/255" if not int8 else None,
+            "scale": "1/255" if not uint8_in else None,
         },
         "config": {"input_size": weights.input_size, "resize_longest_side": weights.resize_longest_side,
                    "pad_value": weights.pad_value},

@@ -15,8 +15,11 @@ import numpy as np
 from nasjax.data import preprocessing
 from nasjax.model.nms import NMSSettings
 
-FORMATS = ("saved_model", "tflite")
+FORMATS = ("saved_model", "tflite", "onnx", "openvino")
+# Formats whose batch may be symbolic (the default there); TFLite needs a fixed one (docs/export.md#batch).
+SYMBOLIC_BATCH_FORMATS = ("saved_model", "onnx", "openvino")
 INT8_TAILS = ("host", "graph")
+TARGETS = ("frigate",)  # consumer-specific forms of an export (docs/export.md#frigate)
 DEFAULT_INT8_TAIL = "host"
 
 
@@ -33,7 +36,7 @@ class ExportDependencyError(ExportError, ImportError):
 class ExportOptions:
     format: str
     imgsz: int
-    batch: int | None  # None: symbolic (SavedModel only)
+    batch: int | None  # None: symbolic (not TFLite)
     int8: bool
     half: bool
     calibration: tuple[str, ...]  # image files (INT8 only)
@@ -41,6 +44,7 @@ class ExportOptions:
     int8_tail: str  # "host" (INT8 only) or "graph"
     nms: NMSSettings | None  # baked into the graph (SavedModel) or the NMS .tflite; None: no NMS export
     preprocess: str
+    target: str | None = None  # "frigate": uint8 BGR in, flat detections out (ONNX only)
 
     @property
     def quantization(self) -> str:
@@ -76,6 +80,7 @@ def check_options(
     multi_label: bool = True,
     agnostic: bool = False,
     preprocess: str = "centre_pad",
+    target: str | None = None,
 ) -> ExportOptions:
     """Validate export options (and find the calibration images) without touching the model."""
     if format not in FORMATS:
@@ -90,8 +95,12 @@ def check_options(
         batch = 1  # TFLite needs a fixed batch (docs/export.md#batch)
     if int8 and half:
         raise ExportError("choose one of int8 and half")
-    if format != "tflite" and (int8 or half):
-        raise ExportError(f"{'int8' if int8 else 'half'} applies to TFLite; a SavedModel keeps float32 weights")
+    if format == "saved_model" and (int8 or half):
+        raise ExportError(f"{'int8' if int8 else 'half'} applies to TFLite, ONNX and OpenVINO; a SavedModel keeps "
+                          "float32 weights")
+    if format == "onnx" and int8:
+        raise ExportError("INT8 applies to format=openvino (NNCF calibration; it runs the same ONNX graph) and "
+                          "format=tflite; an ONNX export is float32 or float16 (half=true)")
     if int8_tail not in INT8_TAILS:
         raise ExportError(f"unknown int8_tail {int8_tail!r}; expected one of {', '.join(INT8_TAILS)}")
     if preprocess not in preprocessing.PREPROCESS_METHODS:
@@ -111,6 +120,12 @@ def check_options(
         source = f"{len(data)} listed files" if isinstance(data, (list, tuple)) else str(data)
     elif data is not None:
         warnings.warn("data is used only for INT8 calibration; ignored", stacklevel=3)
+    if target is not None:
+        if target not in TARGETS:
+            raise ExportError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+        if format != "onnx" or batch not in (None, 1):
+            raise ExportError("target=frigate is an ONNX file with batch 1: use format=onnx (without batch)")
+        nms, batch = True, 1  # Frigate reads detections: NMS inside, its batch of one frame
     settings = None
     if nms:
         try:
@@ -118,8 +133,10 @@ def check_options(
                                    _positive_int("max_det", max_det), bool(multi_label), bool(agnostic))
         except (TypeError, ValueError) as e:
             raise ExportError(str(e)) from e
+    if int8 and format == "openvino" and int8_tail != DEFAULT_INT8_TAIL:
+        raise ExportError("int8_tail applies to TFLite; an OpenVINO INT8 model keeps its decode tail in float")
     return ExportOptions(format, imgsz, batch, bool(int8), bool(half), calibration, source,
-                         int8_tail if int8 else "graph", settings, preprocess)
+                         int8_tail if int8 and format == "tflite" else "graph", settings, preprocess, target)
 
 
 # --- calibration images ----------------------------------------------------------------------------
@@ -162,23 +179,35 @@ def calibration_files(data, split: str = "val") -> list[str]:
 
 
 def default_output(detector, options: ExportOptions) -> Path:
-    """`<variant>_saved_model`, or `<variant>_<float32|float16|int8>.tflite`, in the working directory."""
+    """In the working directory: `<variant>_saved_model`, `<variant>_<float32|float16|int8>.tflite`,
+    `<variant>_<float32|float16>.onnx`, `<variant>_<float32|float16|int8>_openvino_model`."""
     name = detector.config.name
     if options.format == "saved_model":
         return Path(f"{name}_saved_model")
-    return Path(f"{name}_{options.quantization}.tflite")
+    if options.format == "openvino":
+        return Path(f"{name}_{options.quantization}_openvino_model")
+    target = f"_{options.target}" if options.target else ""
+    return Path(f"{name}_{options.quantization}{target}.{options.format}")
 
 
 def check_output(output: str | os.PathLike, options: ExportOptions) -> None:
-    """Refuse an output path of the wrong kind, or a directory that is not a SavedModel (it would be replaced)."""
+    """Refuse an output path of the wrong kind, in a directory that does not exist, or a directory that is
+    not an export of the same format (it would be replaced)."""
     output = Path(output)
-    if options.format == "tflite":
-        if output.suffix.lower() != ".tflite":
-            raise ExportError(f"a TFLite output must end in .tflite, got {output}")
+    parent = output.absolute().parent
+    if not parent.is_dir():
+        raise ExportError(f"the output's directory {parent} does not exist; create it or choose another output")
+    suffix = {"tflite": ".tflite", "onnx": ".onnx"}.get(options.format)
+    if suffix is not None:
+        if output.suffix.lower() != suffix:
+            raise ExportError(f"an {options.format.upper() if options.format == 'onnx' else 'TFLite'} output must "
+                              f"end in {suffix}, got {output}")
         if output.is_dir():
             raise ExportError(f"{output} is a directory")
     elif output.exists():
         if not output.is_dir():
             raise ExportError(f"{output} exists and is not a directory")
-        if any(output.iterdir()) and not (output / "saved_model.pb").exists():
-            raise ExportError(f"{output} exists and is not a SavedModel directory; refusing to overwrite it")
+        marker = "saved_model.pb" if options.format == "saved_model" else "model.xml"  # OpenVINO's IR
+        if any(output.iterdir()) and not (output / marker).exists():
+            kind = "a SavedModel" if options.format == "saved_model" else "an OpenVINO export"
+            raise ExportError(f"{output} exists and is not {kind} directory; refusing to overwrite it")

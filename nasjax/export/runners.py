@@ -4,7 +4,7 @@
     boxes, scores = model(images)                         # (B, H, W, 3) float RGB in [0, 1]
     results = model.predict("bus.jpg")                    # the same `Results` as the JAX model
 
-`load_exported` returns a runner here; `nasjax.load` adds predict / val to it (nasjax.detector), and
+`nasjax.export.loader.load_exported` returns a runner (these, onnx_runners.py's, openvino.py's); `nasjax.load` adds predict / val to it (nasjax.detector), and
 predict and validate call its `batch_size_for` and `detect_batch` (nasjax.model.core.BatchDetector).
 
 TFLite files run in the LiteRT interpreter (`ai_edge_litert`, through the signature runner: outputs are
@@ -43,6 +43,7 @@ from nasjax.data import preprocessing
 from nasjax.export.metadata import (
     DECODED_OUTPUTS,
     DETECTION_OUTPUTS,
+    GRAPH_NMS_FORMATS,
     HOST_TAIL_OUTPUTS,
     INPUT_NAME,
     METADATA_FORMAT,
@@ -52,6 +53,7 @@ from nasjax.export.metadata import (
     metadata_path,
     nms_settings_of,
 )
+from nasjax.export.options import FORMATS
 from nasjax.export.tflite import read_metadata as read_tflite_metadata
 from nasjax.model import box_decoding, nms
 from nasjax.model.core import check_images
@@ -101,12 +103,16 @@ def check_metadata(info: Any, source: str | os.PathLike) -> dict[str, Any]:
         fail(f"not a nasjax export description (no \"format\": \"{METADATA_FORMAT}\")")
     if info.get("kind") == "nms":
         raise ExportedModelError(f"{source} describes the NMS graph of {info.get('model')}; load that model instead")
+    if info.get("target") == "frigate":
+        raise ExportedModelError(f"{source} describes a Frigate export (uint8 BGR in, flat detections out, "
+                                 "docs/export.md#frigate): run it in Frigate, or export without target=frigate "
+                                 "for nasjax.load")
     missing = [k for k in ("variant", "num_classes", "imgsz", "input", "outputs") if k not in info]
     if missing:
         fail(f"missing field(s) {', '.join(missing)}")
     if info["variant"] not in VARIANTS:
         fail(f"unknown variant {info['variant']!r} (known: {', '.join(VARIANTS)})")
-    if info.get("model_format", "tflite") not in ("tflite", "saved_model"):
+    if info.get("model_format", "tflite") not in FORMATS:
         fail(f"unknown model_format {info['model_format']!r}")
     if not is_int(info["num_classes"]):
         fail(f"num_classes must be a positive integer, got {info['num_classes']!r}")
@@ -193,7 +199,7 @@ class ExportedDetector:
         self.output_names = tuple(m["outputs"])
         self.host_tail = "reg_distri" in self.output_names
         # The NMS settings baked into a SavedModel's graph (None: no NMS inside).
-        self.graph_nms = nms_settings_of(m.get("nms")) if m.get("model_format") == "saved_model" else None
+        self.graph_nms = nms_settings_of(m.get("nms")) if m.get("model_format") in GRAPH_NMS_FORMATS else None
 
     @property
     def num_classes(self) -> int:
@@ -488,14 +494,3 @@ class SavedModelDetector(ExportedDetector):
 def is_saved_model(path: str | os.PathLike) -> bool:
     path = Path(path)
     return path.is_dir() and (path / "saved_model.pb").is_file()
-
-
-def load_exported(path: str | os.PathLike, **options) -> ExportedDetector:
-    """A runner for a .tflite file or a SavedModel directory written by nasjax.export (options: those of
-    `TFLiteDetector` or `SavedModelDetector`; both take `trusted`)."""
-    path = Path(path)
-    if path.suffix.lower() == ".tflite":
-        return TFLiteDetector(path, **options)
-    if is_saved_model(path):
-        return SavedModelDetector(path, **options)
-    raise ExportedModelError(f"{path} is neither a .tflite file nor a SavedModel directory")

@@ -69,9 +69,9 @@ def load_network(name_or_path: str | os.PathLike, pretrained: bool = True, fuse:
         raise ValueError(
             "pretrained=False builds random weights for a registered name; a path always loads its weights"
         )
-    if path.suffix.lower() == ".tflite" or (path / "saved_model.pb").is_file():
-        from nasjax.export.runners import load_exported  # exported models: a runner with the same batch interface
+    from nasjax.export.loader import is_exported, load_exported  # exported: a runner with the same batch interface
 
+    if is_exported(path):
         return load_exported(path, trusted=trusted)
     if path.is_dir():
         detector = checkpoint.load_detector(path)

@@ -241,10 +241,12 @@ class YoloNASStage(nnx.Module):
 
 
 def _max_pool_same(x: jax.Array, size: int) -> jax.Array:
-    pad = size // 2
-    return jax.lax.reduce_window(
-        x, -jnp.inf, jax.lax.max, (1, size, size, 1), (1, 1, 1, 1), ((0, 0), (pad, pad), (pad, pad), (0, 0))
-    )
+    """Max pool, stride 1, padded to keep the size (-inf padding), NHWC.
+
+    Flax's `nnx.max_pool` (looked up at call time) is the same `lax.reduce_window`, bit for bit; calling
+    it rather than reduce_window lets jax2onnx see a 2-D pooling and write one ONNX MaxPool, where a raw
+    4-D reduce_window becomes a pooling ONNX Runtime refuses (docs/export.md#onnx)."""
+    return nnx.max_pool(x, window_shape=(size, size), strides=(1, 1), padding="SAME")
 
 
 class SPP(nnx.Module):

@@ -268,13 +268,13 @@ def no_work(monkeypatch):
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(format="onnx"), "unknown export format 'onnx'"),
+    (dict(format="keras"), "unknown export format 'keras'"),
     (dict(imgsz=100), "multiple of 32, got 100 \\(use e.g. 128\\)"),
     (dict(imgsz=0), "imgsz must be a positive integer"),
     (dict(int8=True), "INT8 export needs calibration images"),
     (dict(int8=True, data="/nonexistent/images"), "not found"),
     (dict(int8=True, half=True, data="x"), "choose one of int8 and half"),
-    (dict(format="saved_model", int8=True, data="x"), "int8 applies to TFLite"),
+    (dict(format="saved_model", int8=True, data="x"), "int8 applies to TFLite, ONNX and OpenVINO"),
     (dict(format="saved_model", half=True), "half applies to TFLite"),
     (dict(batch=0), "batch must be a positive integer"),
     (dict(int8_tail="device"), "unknown int8_tail"),
@@ -300,7 +300,7 @@ def test_bad_outputs(detector, no_work, tmp_path):
 def test_cli_errors_before_loading(capsys, monkeypatch):
     monkeypatch.setattr(nasjax, "load", lambda *a, **k: pytest.fail("the CLI loaded a model despite bad options"))
     for argv, message in [(["--imgsz", "100"], "multiple of 32"), (["--int8"], "needs calibration images"),
-                          (["--format", "onnx"], "expected one of tflite, saved_model")]:
+                          (["--format", "keras"], "expected one of tflite, saved_model, onnx, openvino")]:
         with pytest.raises(SystemExit) as e:
             cli.main(["export", "--random-weights", "--output", "m.tflite", *argv])
         err = capsys.readouterr().err

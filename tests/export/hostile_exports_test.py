@@ -31,6 +31,7 @@ import nasjax
 from nasjax.export import graph, tflite
 from nasjax.export import runners as exported
 from nasjax.export.exporter import export
+from nasjax.export.loader import load_exported
 from nasjax.export.options import ExportError
 
 S = 64
@@ -185,8 +186,8 @@ def test_damaged_saved_model(saved_model, tmp_path):
         with pytest.raises(ExportedModelError, match=re.escape(str(path))):
             nasjax.load(path, trusted=trusted)
     (path / "saved_model.pb").unlink()
-    with pytest.raises(ExportedModelError, match="neither a .tflite file nor a SavedModel"):
-        exported.load_exported(path)
+    with pytest.raises(ExportedModelError, match="neither a .tflite or .onnx file nor a SavedModel or OpenVINO directory"):
+        load_exported(path)
     with pytest.raises(ExportedModelError, match="not a readable SavedModel"):
         exported.SavedModelDetector(path)
 
@@ -221,7 +222,7 @@ def _edit(info: dict, case: str):
         del info[field]
     elif change == "unknown":
         info[field] = {"outputs": {"foo": [1, 84, 4], "bar": [1, 84, 80]}, "variant": "yolo_nas_xxl",
-                       "input": {**info["input"], "dtype": "int16"}, "model_format": "onnx",
+                       "input": {**info["input"], "dtype": "int16"}, "model_format": "keras",
                        "nms_model": "../../elsewhere_nms.tflite"}[field]
     else:
         info[field] = json.loads(change)
