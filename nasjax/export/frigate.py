@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from nasjax.export.metadata import FRIGATE_COLUMNS as FLAT_COLUMNS
+from nasjax.export.metadata import FRIGATE_OUTPUT as FLAT_OUTPUT
 from nasjax.export.metadata import INPUT_NAME
 
-FLAT_OUTPUT = "output"
-FLAT_COLUMNS = ("image", "x1", "y1", "x2", "y2", "score", "class")
 _FLOAT_INPUT = "frigate/float_images"
 
 

@@ -26,6 +26,9 @@ DETECTION_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes",
 # is channels-first (ONNX consumers expect NCHW; docs/export.md#onnx).
 GRAPH_NMS_FORMATS = ("saved_model", "onnx", "openvino")
 NCHW_FORMATS = ("onnx", "openvino")
+# target="frigate": one output of super-gradients' "flat" detection rows (docs/export.md#frigate).
+FRIGATE_OUTPUT = "output"
+FRIGATE_COLUMNS = ("image", "x1", "y1", "x2", "y2", "score", "class")
 
 
 class ExportedModelError(ValueError):
@@ -66,9 +69,7 @@ def output_shapes(detector, options: ExportOptions) -> dict[str, list]:
     else:
         outputs = {"boxes": [b, n, 4], "scores": [b, n, c]}
     if options.target == "frigate":
-        from nasjax.export.frigate import FLAT_COLUMNS, FLAT_OUTPUT
-
-        return {FLAT_OUTPUT: [None, len(FLAT_COLUMNS)]}
+        return {FRIGATE_OUTPUT: [None, len(FRIGATE_COLUMNS)]}
     if options.nms and options.format in GRAPH_NMS_FORMATS:
         outputs.update(detection_shapes(b, options.nms.max_det))
     return outputs
