@@ -3,7 +3,7 @@ machine, coordinator on 127.0.0.1, one CPU device each, gloo collectives. `nasja
 with 2 processes give exactly what 1 process gives (predictions.json, metrics, the detections file);
 bad settings and a missing peer end with a clear error instead of a hang; each process loads only its
 rows of a training batch; and 2-process training equals 1-process training (`train` with plain SGD,
-float64 compute, the tolerance of tests/train/train_test.py's 2-device test; it compiles the training
+float64 compute, the tolerance of tests/train/multi_device_test.py (2 devices); it compiles the training
 step three times, ~2.5 min on 2 cores, the longest test here: the suite runs on both cores with
 pytest-xdist, so it overlaps the others) (docs/scale_out.md#multi-process-jax).
 """

@@ -16,6 +16,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
 import nasjax
+from compilation_cache import shared_compilation_cache
 from nasjax.data.preprocessing import ImageLoadError
 from nasjax.ray import OUTPUT_TYPES, Predictor
 
@@ -28,21 +29,13 @@ SIZES = [(64, 64), (120, 80), (72, 110), (96, 96), (100, 64), (64, 117)]  # (wid
 def cluster(tmp_path_factory):
     # Workers share JAX's persistent compilation cache: each new actor (and a restarted one) loads the
     # compiled detector instead of compiling it again (docs/scale_out.md#compilation-cache).
-    cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
-             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": cache})
-    ray.data.DataContext.get_current().enable_progress_bars = False
     # This process (the engine=local runs) too, for the module's duration.
-    import jax
-
-    before = jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs
-    jax.config.update("jax_compilation_cache_dir", cache["JAX_COMPILATION_CACHE_DIR"])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    yield
-    jax.config.update("jax_compilation_cache_dir", before[0])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
-    ray.shutdown()
+    with shared_compilation_cache(tmp_path_factory.mktemp("jax_cache")) as cache:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": cache})
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -185,6 +185,26 @@ def one_line_error(capsys, argv) -> str:
     return err
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_random_model():
+    """The commands below build the same random-weight model (`random_weights=true`, seed 0): built once
+    for the module, the later commands get that one (the command's own code runs as it is)."""
+    import nasjax
+
+    load, built = nasjax.load, {}
+
+    def load_once(name, pretrained=True, **options):
+        if pretrained or options:
+            return load(name, pretrained=pretrained, **options)
+        if name not in built:
+            built[name] = load(name, pretrained=False)
+        return built[name]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nasjax, "load", load_once)
+        yield
+
+
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> Path:
     from PIL import Image

@@ -17,6 +17,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 import nasjax
+from compilation_cache import shared_compilation_cache
 from nasjax.serve.app import ServeConfig, Service, create_app
 from nasjax.serve.batcher import BatcherConfig, RequestSettings
 from nasjax.serve.ray_serve import build, deployment, model_sources
@@ -41,29 +42,21 @@ def model():
 def ray_url(tmp_path_factory):
     """Ray Serve's proxy URL, with the deployment running (its replica compiled). The replica and this
     process share JAX's persistent compilation cache (as tests/ray_test.py): one compile between them."""
-    import jax
-
-    cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
-             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": cache})
-    before = jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs
-    jax.config.update("jax_compilation_cache_dir", cache["JAX_COMPILATION_CACHE_DIR"])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    try:
-        port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        app = deployment(["yolo_nas_s"], config=CONFIG, pretrained=False, ray_actor_options={"num_cpus": 1},
-                         health_check_period_s=1, graceful_shutdown_timeout_s=5)
-        serve.run(app, name="nasjax", route_prefix="/")  # returns once the replica is constructed (compiled)
-        yield f"http://127.0.0.1:{port}"
-    finally:
+    with shared_compilation_cache(tmp_path_factory.mktemp("jax_cache")) as cache:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": cache})
         try:
-            serve.shutdown()
+            port = free_port()
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            app = deployment(["yolo_nas_s"], config=CONFIG, pretrained=False, ray_actor_options={"num_cpus": 1},
+                             health_check_period_s=1, graceful_shutdown_timeout_s=5)
+            serve.run(app, name="nasjax", route_prefix="/")  # returns once the replica is constructed (compiled)
+            yield f"http://127.0.0.1:{port}"
         finally:
-            ray.shutdown()
-            jax.config.update("jax_compilation_cache_dir", before[0])
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
 
 
 @pytest.fixture(scope="module")

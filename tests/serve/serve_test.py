@@ -1,6 +1,6 @@
 """`nasjax serve` (nasjax/serve): the HTTP detection API end to end.
 
-- A real server (`python -m nasjax serve`, random-weight yolo_nas_s at imgsz 64, batch 8) in a subprocess,
+- A real server (`python -m nasjax serve`, random-weight yolo_nas_s at imgsz 64, batch 4) in a subprocess,
   started once for the module: answers at concurrency 1, 8 and 32 equal `model.predict` in this process
   on the same images (multipart and raw bodies, query conf / iou / max_det / classes), requests are
   coalesced into batches, every bad input is a 4xx JSON error naming the problem with the server still
@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import io
+import os
 import re
 import signal
 import socket
@@ -36,6 +38,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 import nasjax
+from compilation_cache import shared_compilation_cache
 from nasjax.data.preprocessing import read_image_file
 from nasjax.model.core import COCO_PREPROCESSING
 from nasjax.model.nms import Detections
@@ -45,7 +48,7 @@ from nasjax.serve.server import bind
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL, IMGSZ, BATCH = "yolo_nas_s", 64, 4
-START_TIMEOUT = 240  # seconds for the subprocess to load, compile 4 batch sizes and say ready
+START_TIMEOUT = 240  # seconds for the subprocess to load, compile 3 batch sizes and say ready
 MEMORY_BOUND_MB = 128  # resident growth allowed over 1,000 requests after a 200-request warm-up ...
 MEMORY_SLOPE_MB = 16  # ... a leak of 32 KB a request: 16 MB per 500 requests, in every stretch
 
@@ -125,7 +128,15 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> int:
 
 
 @pytest.fixture(scope="module")
-def launched(tmp_path_factory) -> Server:
+def compile_cache(tmp_path_factory):
+    """One persistent compilation cache for this process and the server's: the programs both run (batch 4
+    at the default NMS settings) are compiled once between them."""
+    with shared_compilation_cache(tmp_path_factory.mktemp("jax_cache")) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory, compile_cache) -> Server:
     """`nasjax serve` started on a free port, not waited for: the test process builds its expectations while
     the server compiles (fixtures that need both list `expected` before `server`)."""
     log = tmp_path_factory.mktemp("serve") / "stderr.txt"
@@ -134,7 +145,7 @@ def launched(tmp_path_factory) -> Server:
             nasjax_command("serve", f"model={MODEL}", "random_weights=true", "host=127.0.0.1", "port=0",
                            f"imgsz={IMGSZ}", f"batch={BATCH}", "max_wait_ms=10", "max_queue=256",
                            "request_timeout=60", "workers=2"),
-            stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=REPO)
+            stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=REPO, env={**os.environ, **compile_cache})
     try:
         line = process.stdout.readline()  # the URL line is printed (flushed) before compiling
         match = re.search(r"serving \S+ at (http://\S+) ", line)
@@ -152,6 +163,10 @@ def launched(tmp_path_factory) -> Server:
 @pytest.fixture(scope="module")
 def server(launched) -> Server:
     """The launched server, ready (GET /health 200, after 503 "starting") within START_TIMEOUT."""
+    return ready(launched)
+
+
+def ready(launched: Server) -> Server:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         assert launched.process.poll() is None, \
@@ -232,17 +247,22 @@ def assert_same(answer: dict, want, names: dict) -> None:
 @pytest.fixture(scope="module")
 def expected(launched, model, images):
     """{query name: (query params, [predict Results per image])}; the class filter is chosen from what the
-    random weights find, so that it keeps some boxes and drops others."""
+    random weights find, so that it keeps some boxes and drops others. predict runs at batch 4 (the
+    server's largest compiled size): its max_det=3 program is compiled here while the server compiles,
+    the default-settings one is then loaded from the server's compilation (the shared cache)."""
     arrays = [a for _, _, a in images]
-    low = model.predict(arrays, imgsz=IMGSZ, conf=0.05, iou=0.5)
+    predict = functools.partial(model.predict, arrays, imgsz=IMGSZ, batch_size=BATCH)
+    predict(conf=0.05, iou=0.5, max_det=3)  # compiled now, alongside the server
+    ready(launched)
+    low = predict(conf=0.05, iou=0.5)
     counts = collections.Counter(int(c) for r in low for c in r.boxes.cls[:3])  # of the boxes max_det=3 keeps
     assert len(counts) >= 2, f"the random weights find too few classes: {counts}"
     keep = [c for c, _ in counts.most_common(2)]
     queries = {
-        "default": ({}, model.predict(arrays, imgsz=IMGSZ)),
+        "default": ({}, predict()),
         "low_conf": ({"conf": 0.05, "iou": 0.5}, low),
         "max_det_classes": ({"conf": 0.05, "iou": 0.5, "max_det": 3, "classes": ",".join(map(str, keep))},
-                            model.predict(arrays, imgsz=IMGSZ, conf=0.05, iou=0.5, max_det=3, classes=keep)),
+                            predict(conf=0.05, iou=0.5, max_det=3, classes=keep)),
     }
     assert sum(len(r.boxes) for r in queries["default"][1]) > 0
     assert 0 < sum(len(r.boxes) for r in queries["max_det_classes"][1]) < sum(len(r.boxes) for r in low)
