@@ -380,6 +380,7 @@ def _write_run(s: dict, given: set[str], command: str, results) -> None:
     # fails here, before the model is loaded.
     with PredictionRun(save_dir, created=created) as run:
         model = _load_model(s, "detections")
+        model.check_predict_options(options)  # an exported model: imgsz defaults to (and must be) its size
         if s.get("engine", "local") == "ray":
             return _predict_on_ray(s, given, options, model, run)
         live = any(is_live(item) for item in list_sources(s["source"]))
@@ -564,6 +565,8 @@ def cmd_val(s: dict, given: set[str]) -> None:
     options = {**_nms_options("val", s, given), **data_options,
                **_options("val", s, given, ("split", "imgsz", "batch", "reference_mode", "save_predictions",
                                             "predictions", "verbose", "workers"))}
+    if model is not None:
+        model.check_predict_options(options)  # an exported model: imgsz defaults to (and must be) its size
     if s["engine"] == "ray":
         metrics = _val_on_ray(s, options, model, dataset)
     else:

@@ -331,6 +331,11 @@ def test_cli_onnx(detector, tmp_path, capsys, monkeypatch):
                   "--batch", "2", "--output", str(output)])
     assert e.value.code == 0 and f"exported {output}" in capsys.readouterr().out
     monkeypatch.undo()
+    # predict on the file: imgsz defaults to the exported 64 (the command's default is 640).
+    Image.fromarray(images(100, 1)[0]).save(tmp_path / "im.png")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["predict", f"model={output}", f"source={tmp_path / 'im.png'}", f"save_dir={tmp_path / 'run'}"])
+    assert e.value.code == 0 and (tmp_path / "run" / "im.png").is_file()
     runner = nasjax.load(output)
     assert runner.batch == 2 and runner.graph_nms is None and runner.output_names == ("boxes", "scores")
     boxes, _ = runner(np.zeros((3, 64, 64, 3), np.float32))  # split into batches of 2, the last padded
