@@ -188,20 +188,20 @@ def test_predict_and_val_on_onnx(detector, onnx_files, tmp_path):
         runner.predict(paths, imgsz=640)
 
 
-def test_float16_onnx(detector, out_dir):
+def test_float16_onnx(detector, out_dir, onnx_files):
     path = export(detector, "onnx", out_dir / "s_half.onnx", imgsz=320, half=True)
     model = onnx.load(path)
     assert any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer)
     assert onnx_graph.dims(model.graph.input[0]) == [None, 3, 320, 320]
     assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # float32 in and out
     runner = nasjax.load(path)
-    assert runner.quantization == "float16" and path.stat().st_size < 0.55 * (out_dir / "s320.onnx").stat().st_size
+    assert runner.quantization == "float16" and path.stat().st_size < 0.55 * onnx_files[320].stat().st_size
     x = images(320, 2).astype(np.float32) / 255.0
     boxes, scores = runner(x)
     want_boxes, want_scores = map(np.asarray, detector(x))
-    # float16 arithmetic: measured 0.14 px and 6e-4 at 320 with these weights.
-    np.testing.assert_allclose(boxes, want_boxes, rtol=0, atol=1.0)
-    np.testing.assert_allclose(scores, want_scores, rtol=0, atol=5e-3)
+    # float16 arithmetic: measured 0.046 px and 1.9e-4 at 320 with these weights and images.
+    np.testing.assert_allclose(boxes, want_boxes, rtol=0, atol=0.25)
+    np.testing.assert_allclose(scores, want_scores, rtol=0, atol=1e-3)
 
 
 # --- the NMS tail alone ------------------------------------------------------------------------------
