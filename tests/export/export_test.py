@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import REFERENCE_DIR, _load_by_path
+from export_fixtures import calibration_dir, detector, out_dir  # noqa: F401 (fixtures)
 from PIL import Image
 
 pytest.importorskip("tensorflow")
@@ -43,25 +44,6 @@ cases = _load_by_path("predict_cases", REFERENCE_DIR / "predict_cases.py")
 
 S = 64
 NMS_OPTIONS = dict(conf=0.25, iou=0.7, top_k=1024, max_det=300, multi_label=True, agnostic=False)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return nasjax.build("yolo_nas_s", seed=0)
-
-
-@pytest.fixture(scope="module")
-def out_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("export")
-
-
-@pytest.fixture(scope="module")
-def calibration_dir(out_dir):
-    directory = out_dir / "calibration"
-    directory.mkdir()
-    for i in range(6):
-        Image.fromarray(cases.pattern_image(48 + 16 * i, 80 - 8 * i, i + 1)).save(directory / f"im{i}.png")
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from export_fixtures import detector, out_dir  # noqa: F401 (fixtures)
 from hostile import read_only_dir, small_disk
 
 tf = pytest.importorskip("tensorflow")
@@ -36,16 +37,6 @@ from nasjax.export.options import ExportError
 
 S = 64
 ExportedModelError = exported.ExportedModelError
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return nasjax.build("yolo_nas_s", seed=0)
-
-
-@pytest.fixture(scope="module")
-def out_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("hostile_exports")
 
 
 def _stand_in_model() -> bytes:

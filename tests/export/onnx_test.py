@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import REFERENCE_DIR, _load_by_path
+from export_fixtures import detector, out_dir  # noqa: F401 (fixtures)
 from PIL import Image
 
 pytest.importorskip("onnxruntime")
@@ -34,20 +34,8 @@ from nasjax.model import nms  # noqa: E402
 from nasjax.model.core import jit_detect  # noqa: E402
 from nasjax.model.nms import NMSSettings  # noqa: E402
 
-cases = _load_by_path("predict_cases", REFERENCE_DIR / "predict_cases.py")
-
 # The NMS baked into the exports: with these random weights and noise images, 40-80 boxes an image.
 BAKED = NMSSettings(conf=0.2, iou=0.6, top_k=1024, max_det=100)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return nasjax.build("yolo_nas_s", seed=0)
-
-
-@pytest.fixture(scope="module")
-def out_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("onnx")
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import REFERENCE_DIR, _load_by_path
+from export_fixtures import calibration_dir, detector, out_dir  # noqa: F401 (fixtures)
 from PIL import Image
 
 # Not pytest.importorskip("openvino"): a plain `import openvino` posts OpenVINO's usage telemetry from a forked
@@ -41,25 +42,6 @@ ov = ov_export.import_openvino()
 
 S = 64
 INT8_CONF = 0.2
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return nasjax.build("yolo_nas_s", seed=0)
-
-
-@pytest.fixture(scope="module")
-def out_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("openvino")
-
-
-@pytest.fixture(scope="module")
-def calibration_dir(out_dir):
-    directory = out_dir / "calibration"
-    directory.mkdir()
-    for i in range(6):
-        Image.fromarray(cases.pattern_image(48 + 16 * i, 80 - 8 * i, i + 1)).save(directory / f"im{i}.png")
-    return directory
 
 
 @pytest.fixture(scope="module")
