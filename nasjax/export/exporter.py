@@ -16,7 +16,8 @@ One job per module (docs/export.md explains each choice):
     openvino.py   the ONNX graph in OpenVINO, INT8 by NNCF; its runner (#openvino)
     runners.py    what `nasjax.load` gives for an exported file (onnx_runners.py: ONNX Runtime)
 
-What each format holds (all take NHWC RGB images; inputs and outputs are named):
+What each format holds (RGB images, NHWC for TFLite and SavedModel, NCHW for ONNX and OpenVINO; inputs
+and outputs are named):
 
 * SavedModel: input `images` (B, H, W, 3) float32 in [0, 1] with a symbolic batch B (or a fixed one
   with `batch=`); outputs `boxes` (B, N, 4) xyxy input pixels and `scores` (B, N, C) after sigmoid. With
@@ -94,7 +95,7 @@ def export(
     verbose: bool = False,
 ) -> Path:
     """Export `detector` (a `Detector` or `nasjax.model.core.Network`); returns the path of the model
-    written (a .tflite file or a SavedModel folder).
+    written (a .tflite or .onnx file, a SavedModel or OpenVINO folder).
 
     format: "tflite", "saved_model", "onnx" or "openvino". output: default (in the working directory)
         `<variant>_<float32|float16|int8>.tflite`, `<variant>_saved_model`, `<variant>_<float32|float16>.onnx`
@@ -185,6 +186,7 @@ def _export_onnx(detector, options: ExportOptions, output: Path, verbose: bool) 
     """A .onnx file (+ its JSON beside it), or an OpenVINO directory converted from the same graph."""
     from nasjax.export import onnx_graph
 
+    openvino = None
     if options.format == "openvino":
         from nasjax.export import openvino
 
@@ -194,9 +196,7 @@ def _export_onnx(detector, options: ExportOptions, output: Path, verbose: bool) 
     model, info = onnx_model(detector, options, outputs)
     _log(verbose, f"traced and converted to ONNX in {time.perf_counter() - start:.1f} s")
     text = json.dumps(info, indent=1) + "\n"
-    if options.format == "openvino":
-        from nasjax.export import openvino
-
+    if openvino is not None:
         with _writing(output), replace_directory(output) as staging:
             openvino.save(model, options, detector.preprocessing, staging, verbose=verbose)
             (staging / SAVED_MODEL_METADATA_FILE).write_text(text)

@@ -19,7 +19,6 @@ Why each step:
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 from pathlib import Path
 
@@ -159,7 +158,3 @@ def set_metadata(model, entries: dict[str, str]) -> None:
 
 def metadata_of(model) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
-
-
-def file_size(path: str | os.PathLike) -> int:
-    return Path(path).stat().st_size
