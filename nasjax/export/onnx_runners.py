@@ -9,15 +9,14 @@ beside the file when there is one, else the copy in the file's `metadata_props` 
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nasjax.export.metadata import INPUT_NAME, TFLITE_METADATA_NAME, ExportedModelError, metadata_path
-from nasjax.export.runners import MAX_METADATA_BYTES, ExportedDetector, check_metadata
+from nasjax.export.metadata import INPUT_NAME, TFLITE_METADATA_NAME, ExportedModelError
+from nasjax.export.runners import ExportedDetector, read_export_metadata
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 
@@ -117,23 +116,8 @@ class ONNXDetector(ExportedDetector):
 
     def _metadata(self, path: Path) -> dict[str, Any]:
         """The export JSON: beside the file, else in its metadata_props; checked."""
-        sidecar = metadata_path(path)
-        if sidecar.is_file():
-            from nasjax.export.runners import read_export_metadata
-
-            return read_export_metadata(path)
         text = self.session.get_modelmeta().custom_metadata_map.get(TFLITE_METADATA_NAME)
-        source = f"the '{TFLITE_METADATA_NAME}' metadata_props entry of {path}"
-        if text is None:
-            raise ExportedModelError(f"{path} has no nasjax export metadata ({sidecar} or a "
-                                     f"'{TFLITE_METADATA_NAME}' metadata_props entry); export it with nasjax export")
-        if len(text) > MAX_METADATA_BYTES:
-            raise ExportedModelError(f"{source} is too large to be an export JSON; export the model again")
-        try:
-            info = json.loads(text)
-        except ValueError as e:
-            raise ExportedModelError(f"{source} is not valid JSON ({e}); export the model again") from e
-        return check_metadata(info, source)
+        return read_export_metadata(path, embedded=(text, f"the '{TFLITE_METADATA_NAME}' metadata_props entry of {path}"))
 
     def _invoke(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
         from nasjax.export.onnx_graph import to_nchw

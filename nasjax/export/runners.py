@@ -65,9 +65,12 @@ from nasjax.weights.registry import COCO_PREPROCESSING, Preprocessing
 MAX_METADATA_BYTES = 16 * 2**20
 
 
-def read_export_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The export JSON of a .tflite file (beside it, else embedded) or of a SavedModel directory,
-    checked (`check_metadata`)."""
+def read_export_metadata(path: str | os.PathLike, embedded: tuple[bytes | str | None, str] | None = None
+                         ) -> dict[str, Any]:
+    """The export JSON of an exported model, checked (`check_metadata`): the sidecar beside a .tflite or
+    .onnx file (`nasjax.json` in a SavedModel or OpenVINO directory) when there is one, else the copy in
+    the file: a .tflite's metadata entry, or `embedded` = (the text, where it was read) that a runner
+    found (an ONNX file's metadata_props)."""
     path = Path(path)
     sidecar = metadata_path(path)
     data, source = None, sidecar
@@ -76,11 +79,15 @@ def read_export_metadata(path: str | os.PathLike) -> dict[str, Any]:
             raise ExportedModelError(f"{sidecar} ({sidecar.stat().st_size} bytes) is too large to be the export "
                                      f"JSON of {path}; export the model again")
         data = sidecar.read_bytes()
+    elif embedded is not None:
+        data, source = embedded
     elif path.suffix.lower() == ".tflite":
         data, source = read_tflite_metadata(path), f"the '{TFLITE_METADATA_NAME}' metadata entry of {path}"
     if data is None:
         raise ExportedModelError(f"{path} has no nasjax export metadata ({sidecar} or a '{TFLITE_METADATA_NAME}' "
-                                 "TFLite metadata entry); export it with nasjax export / model.export()")
+                                 "metadata entry in the file); export it with nasjax export / model.export()")
+    if len(data) > MAX_METADATA_BYTES:
+        raise ExportedModelError(f"{source} is too large to be an export JSON; export the model again")
     try:
         info = json.loads(data)
     except ValueError as e:  # invalid JSON or not UTF-8
